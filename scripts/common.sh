@@ -1,0 +1,50 @@
+# Shared shell functions for build.sh and the component scripts. Source it; do not run it.
+# Every install step here is idempotent and project-local: a clean clone on a fresh machine
+# must get everything it needs from these functions, and a second run must do nothing.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="$ROOT/.venv"
+PLUGIN_WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm-release/wasm_inference_scheduler.wasm"
+export WIS_PLUGIN_WASM="${WIS_PLUGIN_WASM:-$PLUGIN_WASM}"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+ensure_rust_target() {
+    local target="$1"
+    rustup target list --installed 2>/dev/null | grep -qx "$target" && return 0
+    log "installing Rust target $target"
+    rustup target add "$target"
+}
+
+# Builds the release .wasm (size-optimised profile) and reports its size and sha256.
+build_plugin() {
+    ensure_rust_target wasm32-wasip1
+    log "building the plugin (wasm32-wasip1, profile wasm-release)"
+    cargo build --locked -p wasm-inference-scheduler --target wasm32-wasip1 --profile wasm-release
+    local size sum
+    size=$(wc -c <"$PLUGIN_WASM")
+    sum=$(sha256sum "$PLUGIN_WASM" | cut -d' ' -f1)
+    printf '%s  %s\n' "$sum" "$(basename "$PLUGIN_WASM")" >"$PLUGIN_WASM.sha256"
+    log "plugin: $PLUGIN_WASM ($((size / 1024)) KiB, sha256 $sum)"
+}
+
+# Creates .venv (once) and installs the given requirement files into it when they changed.
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating the project virtualenv at .venv"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --upgrade pip
+    fi
+    local req stamp want
+    for req in "$@"; do
+        stamp="$VENV/.stamp-$(echo "$req" | tr '/' '_')"
+        want=$(sha256sum "$ROOT/$req" | cut -d' ' -f1)
+        if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+            log "installing Python packages from $req"
+            "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/$req"
+            echo "$want" >"$stamp"
+        fi
+    done
+}
