@@ -4,3 +4,4 @@
 //! is the thin proxy-wasm adapter and exists only in the `wasm32-wasip1` filter build.
 
 pub mod pool;
+pub mod shared_log;
