@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""Render every Envoy configuration this project runs, from one source.
+
+Scenarios (one per proxy setup the tests, the demo, the benchmark and the manifests need):
+
+  plugin         the product: the wasm endpoint picker (V8, one VM per worker) in front of the pool
+                 cluster, whose `override_host` load-balancing policy routes to the endpoint the plugin
+                 names in `x-gateway-destination-endpoint`; retries walk the header's fallback list;
+                 a `scraper` cluster the plugin fetches pool snapshots from.
+  round-robin    plain Envoy, pool cluster with the ROUND_ROBIN policy (benchmark peer).
+  least-request  plain Envoy, pool cluster with the LEAST_REQUEST policy (benchmark peer).
+  ext-proc       Envoy calling an external-processing (gRPC) picker that sets the same header, then the
+                 same override_host cluster: the way GAIE's Endpoint Picker is wired (benchmark peer).
+  no-filter      the override_host cluster with no filter at all: the floor of the overhead run.
+  kubernetes     the plugin scenario for a pod: STRICT_DNS pool on a headless Service name, the scraper
+                 as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0.
+
+Usage:
+  python3 envoy/render.py --scenario plugin --listen 127.0.0.1:10000 --admin 127.0.0.1:9901 \\
+      --pool 127.0.0.1:9001,127.0.0.1:9002 --scraper 127.0.0.1:9090 [--wasm PATH] \\
+      [--plugin-config FILE.json] [--workers N] [--access-log PATH] [--out FILE.yaml|FILE.json]
+
+Output is YAML (or JSON when --format json or --out ends in .json); Envoy picks the parser from the
+file extension. Standard library plus PyYAML only, so the manifests and the benchmark can import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = ("plugin", "round-robin", "least-request", "ext-proc", "no-filter", "kubernetes")
+
+# The Endpoint Picker Protocol's header: primary endpoint first, then fallbacks, "ip:port,ip:port".
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+
+POOL_CLUSTER = "inference-pool"
+SCRAPER_CLUSTER = "scraper"
+EXT_PROC_CLUSTER = "ext-proc"
+WASM_VM_ID = "wasm-inference-scheduler"
+WASM_PLUGIN_NAME = "wasm-inference-scheduler"
+
+# Kubernetes defaults: where the gateway pod mounts the .wasm and where the scraper sidecar listens.
+KUBERNETES_WASM_PATH = "/etc/envoy/wasm/plugin.wasm"
+KUBERNETES_SCRAPER = "127.0.0.1:9090"
+
+# Attempts after the first: the plugin names a primary and a few fallbacks, and each retry moves to
+# the next one; three covers a primary and two fallbacks dying together.
+NUM_RETRIES = 3
+# Connection failures, refused HTTP/2 streams and resets before a response: all safe to replay
+# because Envoy still holds the (buffered) request body.
+RETRY_ON = "connect-failure,refused-stream,reset"
+# A pod that is gone answers connect() with RST at once; a pod whose host vanished must not hold a
+# request for long before the fallback is tried.
+POOL_CONNECT_TIMEOUT = "1s"
+SIDECAR_CONNECT_TIMEOUT = "0.25s"
+# LLM responses stream for minutes; the route must not cut a long generation.
+ROUTE_TIMEOUT = "600s"
+# Envoy's default circuit breakers (1024 pending / 1024 active) turn benchmark load into 503s, an
+# effect reported against GAIE's ext_proc cluster; the proxy is not the thing under test here.
+CIRCUIT_BREAKER_LIMIT = 100_000
+# Per-connection buffer: bounds what a buffering filter (wasm, ext_proc) and the router's retry
+# buffer may hold of one request; long prompts (a few hundred KB) must fit, gigabytes must not.
+CONNECTION_BUFFER_LIMIT_BYTES = 4 * 1024 * 1024
+# How long ext_proc may take to answer one message before the request fails.
+EXT_PROC_MESSAGE_TIMEOUT = "2s"
+
+
+class RenderError(ValueError):
+    """A render option that is wrong, with a message saying what was expected."""
+
+
+@dataclass
+class RenderOptions:
+    scenario: str
+    listen: str = "127.0.0.1:10000"
+    admin: str = "127.0.0.1:9901"
+    pool: list[str] = field(default_factory=list)
+    pool_dns: str | None = None
+    scraper: str | None = None
+    ext_proc: str | None = None
+    wasm: str | None = None
+    plugin_config: dict[str, Any] = field(default_factory=dict)
+    workers: int | None = None
+    access_log: str | None = None
+
+
+def parse_host_port(text: str, what: str, *, need_ip: bool = True) -> tuple[str, int]:
+    """Splits "host:port"; with need_ip the host must be an IPv4/IPv6 literal (STATIC clusters)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host:
+        raise RenderError(f"{what}: expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise RenderError(f"{what}: port in {text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise RenderError(f"{what}: port {port} in {text!r} is outside 1..65535")
+    if need_ip:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise RenderError(f"{what}: {host!r} in {text!r} is not an IP address") from None
+    return host, port
+
+
+def socket_address(text: str, what: str, *, need_ip: bool = True) -> dict[str, Any]:
+    host, port = parse_host_port(text, what, need_ip=need_ip)
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def lb_endpoints(addresses: list[str], what: str, *, need_ip: bool = True) -> list[dict[str, Any]]:
+    return [{"endpoint": {"address": socket_address(a, what, need_ip=need_ip)}} for a in addresses]
+
+
+def typed(type_name: str, **body: Any) -> dict[str, Any]:
+    return {"@type": f"type.googleapis.com/{type_name}", **body}
+
+
+def policy(name: str, type_name: str, **body: Any) -> dict[str, Any]:
+    return {"typed_extension_config": {"name": name, "typed_config": typed(type_name, **body)}}
+
+
+def round_robin_policy() -> dict[str, Any]:
+    return policy(
+        "envoy.load_balancing_policies.round_robin",
+        "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
+    )
+
+
+def least_request_policy() -> dict[str, Any]:
+    return policy(
+        "envoy.load_balancing_policies.least_request",
+        "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+    )
+
+
+def override_host_policy() -> dict[str, Any]:
+    """Routes to the pool member named in the destination header; no header or a non-member falls
+    back to round robin. Only cluster members can ever be chosen, so a forged value cannot leave the pool."""
+    return policy(
+        "envoy.load_balancing_policies.override_host",
+        "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+        override_host_sources=[{"header": DESTINATION_HEADER}],
+        fallback_policy={"policies": [round_robin_policy()]},
+    )
+
+
+def circuit_breakers() -> dict[str, Any]:
+    limit = CIRCUIT_BREAKER_LIMIT
+    return {
+        "thresholds": [
+            {"priority": "DEFAULT", "max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+        ]
+    }
+
+
+def http2_protocol_options() -> dict[str, Any]:
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            explicit_http_config={"http2_protocol_options": {}},
+        )
+    }
+
+
+def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
+    if opts.scenario == "round-robin":
+        lb = round_robin_policy()
+    elif opts.scenario == "least-request":
+        lb = least_request_policy()
+    else:
+        lb = override_host_policy()
+    cluster: dict[str, Any] = {
+        "name": POOL_CLUSTER,
+        "connect_timeout": POOL_CONNECT_TIMEOUT,
+        "load_balancing_policy": {"policies": [lb]},
+        "circuit_breakers": circuit_breakers(),
+        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_LIMIT_BYTES,
+    }
+    if opts.scenario == "kubernetes":
+        # A headless Service resolves to every ready pod; STRICT_DNS makes each address a member.
+        cluster["type"] = "STRICT_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+        cluster["dns_refresh_rate"] = "5s"
+        endpoints = lb_endpoints([opts.pool_dns or ""], "--pool-dns", need_ip=False)
+    else:
+        cluster["type"] = "STATIC"
+        endpoints = lb_endpoints(opts.pool, "--pool")
+    cluster["load_assignment"] = {"cluster_name": POOL_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
+    return cluster
+
+
+def sidecar_cluster(name: str, address: str, what: str, *, http2: bool = False) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": SIDECAR_CONNECT_TIMEOUT,
+        "circuit_breakers": circuit_breakers(),
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints([address], what)}]},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = http2_protocol_options()
+    return cluster
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def plugin_configuration(opts: RenderOptions) -> dict[str, Any]:
+    """The plugin's JSON configuration: the pool wiring rendered here, then the user's file on top."""
+    pool: dict[str, Any] = {"endpoints": list(opts.pool)}
+    if opts.scraper:
+        pool["snapshotCluster"] = SCRAPER_CLUSTER
+    return deep_merge({"pool": pool}, opts.plugin_config)
+
+
+def wasm_filter(opts: RenderOptions) -> dict[str, Any]:
+    if not opts.wasm:
+        raise RenderError(f"scenario {opts.scenario} needs --wasm PATH (the plugin .wasm)")
+    config = {
+        "name": WASM_PLUGIN_NAME,
+        "vm_config": {
+            # The same vm_id on every worker: Envoy clones one VM per worker thread from it.
+            "vm_id": WASM_VM_ID,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": opts.wasm}},
+        },
+        "configuration": typed(
+            "google.protobuf.StringValue", value=json.dumps(plugin_configuration(opts), separators=(",", ":"))
+        ),
+        # A broken plugin must not turn into unscheduled traffic silently: fail closed.
+        "fail_open": False,
+        # Without this, Envoy turns the filter's Pause on request headers into stop-all and never
+        # delivers the body the picker needs (Envoy >= 1.35).
+        "allow_on_headers_stop_iteration": True,
+    }
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": typed("envoy.extensions.filters.http.wasm.v3.Wasm", config=config),
+    }
+
+
+def ext_proc_filter(opts: RenderOptions) -> dict[str, Any]:
+    """The GAIE Endpoint Picker wiring: headers and the buffered body go to the picker over gRPC,
+    which answers with a header mutation setting the destination header."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            grpc_service={"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
+            failure_mode_allow=False,
+            message_timeout=EXT_PROC_MESSAGE_TIMEOUT,
+            processing_mode={
+                "request_header_mode": "SEND",
+                "response_header_mode": "SKIP",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        ),
+    }
+
+
+def router_filter() -> dict[str, Any]:
+    return {"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}
+
+
+def retry_policy(opts: RenderOptions) -> dict[str, Any]:
+    retry: dict[str, Any] = {"retry_on": RETRY_ON, "num_retries": NUM_RETRIES}
+    if opts.scenario in ("round-robin", "least-request"):
+        # Plain load balancers could pick the host that just failed; override_host instead walks
+        # the header's fallback list by attempt number.
+        retry["retry_host_predicate"] = [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
+            }
+        ]
+        retry["host_selection_retry_max_attempts"] = 3
+    return retry
+
+
+def access_log(path: str) -> list[dict[str, Any]]:
+    # One line per request: enough to see where each request went and what the picker asked for.
+    line = (
+        "[%START_TIME%] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% "
+        f"picked=%REQ({DESTINATION_HEADER})% upstream=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% "
+        "duration_ms=%DURATION%\n"
+    )
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": typed(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                path=path,
+                log_format={"text_format_source": {"inline_string": line}},
+            ),
+        }
+    ]
+
+
+def listener(opts: RenderOptions) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = []
+    if opts.scenario in ("plugin", "kubernetes"):
+        filters.append(wasm_filter(opts))
+    elif opts.scenario == "ext-proc":
+        filters.append(ext_proc_filter(opts))
+    filters.append(router_filter())
+    hcm: dict[str, Any] = {
+        "stat_prefix": "inference",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "inference",
+            "virtual_hosts": [
+                {
+                    "name": "inference",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "route": {
+                                "cluster": POOL_CLUSTER,
+                                "timeout": ROUTE_TIMEOUT,
+                                "retry_policy": retry_policy(opts),
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        "http_filters": filters,
+    }
+    if opts.access_log:
+        hcm["access_log"] = access_log(opts.access_log)
+    return {
+        "name": "inference",
+        "address": socket_address(opts.listen, "--listen"),
+        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_LIMIT_BYTES,
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": typed(
+                            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            **hcm,
+                        ),
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def check(opts: RenderOptions) -> None:
+    if opts.scenario not in SCENARIOS:
+        raise RenderError(f"unknown scenario {opts.scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    if opts.scenario == "kubernetes":
+        if not opts.pool_dns:
+            raise RenderError("scenario kubernetes needs --pool-dns NAME:PORT (the headless Service)")
+        parse_host_port(opts.pool_dns, "--pool-dns", need_ip=False)
+    elif not opts.pool:
+        raise RenderError(f"scenario {opts.scenario} needs --pool IP:PORT[,IP:PORT...]")
+    if opts.scenario == "ext-proc" and not opts.ext_proc:
+        raise RenderError("scenario ext-proc needs --ext-proc IP:PORT (the gRPC picker)")
+    admin_host, _ = parse_host_port(opts.admin, "--admin")
+    if not ipaddress.ip_address(admin_host).is_loopback:
+        raise RenderError(f"--admin {opts.admin}: the admin interface must listen on loopback")
+    if opts.workers is not None and opts.workers < 1:
+        raise RenderError(f"--workers {opts.workers}: expected at least 1")
+
+
+def render(opts: RenderOptions) -> dict[str, Any]:
+    """The Envoy bootstrap for one scenario, as a dict ready for YAML or JSON."""
+    check(opts)
+    clusters = [pool_cluster(opts)]
+    if opts.scenario in ("plugin", "kubernetes") and opts.scraper:
+        clusters.append(sidecar_cluster(SCRAPER_CLUSTER, opts.scraper, "--scraper"))
+    if opts.scenario == "ext-proc":
+        clusters.append(sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True))
+    node: dict[str, Any] = {"id": f"wis-{opts.scenario}", "cluster": "wasm-inference-scheduler"}
+    if opts.workers:
+        # Bootstrap has no worker count (that is `envoy --concurrency`); recorded for whoever runs it.
+        node["metadata"] = {"intended_concurrency": opts.workers}
+    return {
+        "node": node,
+        "admin": {"address": socket_address(opts.admin, "--admin")},
+        "static_resources": {"listeners": [listener(opts)], "clusters": clusters},
+    }
+
+
+def to_text(config: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(config, indent=2) + "\n"
+    import yaml  # PyYAML, pinned in envoy/requirements.txt
+
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def default_wasm() -> str:
+    env = os.environ.get("WIS_PLUGIN_WASM")
+    if env:
+        return env
+    root = Path(__file__).resolve().parent.parent
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    return str(target / "wasm32-wasip1" / "wasm-release" / "wasm_inference_scheduler.wasm")
+
+
+def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str | None, str]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", required=True, choices=SCENARIOS)
+    p.add_argument("--listen", help="listener IP:PORT (default 127.0.0.1:10000; kubernetes 0.0.0.0:8081)")
+    p.add_argument("--admin", default="127.0.0.1:9901", help="admin IP:PORT, loopback only")
+    p.add_argument("--pool", default="", help="pool members IP:PORT,IP:PORT,... (STATIC cluster)")
+    p.add_argument("--pool-dns", help="kubernetes: headless Service NAME:PORT (STRICT_DNS cluster)")
+    p.add_argument("--scraper", help="scraper IP:PORT serving /snapshot (kubernetes default 127.0.0.1:9090)")
+    p.add_argument("--ext-proc", help="ext-proc: the gRPC picker IP:PORT")
+    p.add_argument("--wasm", help="plugin .wasm path (default $WIS_PLUGIN_WASM or the wasm-release build)")
+    p.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
+    p.add_argument("--workers", type=int, help="Envoy worker count the config is meant for (--concurrency)")
+    p.add_argument("--access-log", help="write one access-log line per request to this file")
+    p.add_argument("--format", choices=("yaml", "json"), help="output format (default from --out, else yaml)")
+    p.add_argument("--out", help="write here instead of stdout")
+    a = p.parse_args(argv)
+
+    plugin_config: dict[str, Any] = {}
+    if a.plugin_config:
+        try:
+            plugin_config = json.loads(Path(a.plugin_config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RenderError(f"--plugin-config {a.plugin_config}: {e}") from None
+        if not isinstance(plugin_config, dict):
+            raise RenderError(f"--plugin-config {a.plugin_config}: expected a JSON object at the top level")
+
+    kube = a.scenario == "kubernetes"
+    wasm = a.wasm
+    if wasm is None and a.scenario == "plugin":
+        wasm = default_wasm()
+    if wasm is None and kube:
+        wasm = KUBERNETES_WASM_PATH
+    opts = RenderOptions(
+        scenario=a.scenario,
+        listen=a.listen or ("0.0.0.0:8081" if kube else "127.0.0.1:10000"),
+        admin=a.admin,
+        pool=[x.strip() for x in a.pool.split(",") if x.strip()],
+        pool_dns=a.pool_dns,
+        scraper=a.scraper or (KUBERNETES_SCRAPER if kube else None),
+        ext_proc=a.ext_proc,
+        wasm=wasm,
+        plugin_config=plugin_config,
+        workers=a.workers,
+        access_log=a.access_log,
+    )
+    fmt = a.format or ("json" if a.out and a.out.endswith(".json") else "yaml")
+    return opts, a.out, fmt
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts, out, fmt = options_from_args(argv)
+        text = to_text(render(opts), fmt)
+    except RenderError as e:
+        print(f"render.py: {e}", file=sys.stderr)
+        return 2
+    if out:
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

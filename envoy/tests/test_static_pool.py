@@ -1,0 +1,81 @@
+"""Issue #3's check: the plugin loaded into a real Envoy in front of a static pool of two local
+HTTP servers (no simulator, no scraper). A chat request gets `x-gateway-destination-endpoint` set
+to a pool member and is served by that member."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import client
+from backends import SERVED_BY_HEADER, start_backend
+
+
+@pytest.fixture
+def pool():
+    backends = [start_backend(), start_backend()]
+    yield backends
+    for b in backends:
+        b.stop()
+
+
+@pytest.fixture
+def envoy(stack, pool, wasm_path):
+    return stack.start_envoy("plugin", [b.address for b in pool], workers=2, wasm=wasm_path)
+
+
+def picked(header: str | None) -> list[str]:
+    return [h.strip() for h in (header or "").split(",") if h.strip()]
+
+
+def test_chat_request_is_served_by_the_pool_member_the_plugin_named(envoy, pool):
+    members = {b.address for b in pool}
+    resp = client.chat(envoy.listen, client.conversation("You are terse.", "Say hi."))
+    assert resp.status == 200, resp.body
+    served_by = resp.header(SERVED_BY_HEADER)
+    assert served_by in members
+    assert resp.json()["served_by"] == served_by
+
+    seen = [r for b in pool for r in b.seen if r.path == "/v1/chat/completions"]
+    assert len(seen) == 1, "exactly one pool member saw the request"
+    destination = picked(seen[0].headers.get(client.DESTINATION_HEADER))
+    assert destination, f"the plugin set no {client.DESTINATION_HEADER}; upstream saw headers {seen[0].headers}"
+    assert set(destination) <= members, f"destination {destination} names a host outside the pool {members}"
+    assert destination[0] == served_by, "the primary the plugin named is the member that served"
+    assert json.loads(seen[0].body)["messages"][1]["content"] == "Say hi.", "the body reached the pod unchanged"
+
+
+def test_forged_destination_outside_the_pool_never_reaches_the_upstream(envoy, pool):
+    members = {b.address for b in pool}
+    for _ in range(4):
+        resp = client.chat(
+            envoy.listen,
+            client.conversation("You are terse.", "Say hi."),
+            headers={client.DESTINATION_HEADER: "10.255.0.1:80"},
+        )
+        assert resp.status == 200, resp.body
+        assert resp.header(SERVED_BY_HEADER) in members
+    for b in pool:
+        for r in b.seen:
+            assert "10.255.0.1:80" not in r.headers.get(client.DESTINATION_HEADER, "")
+            assert set(picked(r.headers.get(client.DESTINATION_HEADER))) <= members
+
+
+def test_requests_outside_the_inference_paths_pass_through_without_a_pick(envoy, pool):
+    resp = client.request(envoy.listen, "GET", "/health")
+    assert resp.status == 200
+    seen = [r for b in pool for r in b.seen if r.path == "/health"]
+    assert len(seen) == 1
+    assert client.DESTINATION_HEADER not in seen[0].headers
+
+
+def test_malformed_body_gets_a_400_with_an_openai_error_and_reaches_no_pod(envoy, pool):
+    resp = client.request(
+        envoy.listen, "POST", "/v1/chat/completions", b'{"model": "x", "messages": [', {"content-type": "application/json"}
+    )
+    assert resp.status == 400, resp.body
+    error = resp.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"]
+    assert not [r for b in pool for r in b.seen if r.path == "/v1/chat/completions"]
