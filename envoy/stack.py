@@ -148,6 +148,39 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, on_fail: Ca
         time.sleep(POLL_INTERVAL_S)
 
 
+def metric_value(text: str, name: str) -> float | None:
+    """The sum of every sample of one Prometheus metric (all label sets) in an exposition text."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                found = True
+            except (IndexError, ValueError):
+                continue
+    return total if found else None
+
+
+def sim_metric(pod: str, name: str) -> float:
+    status, body = http_get(pod, "/metrics")
+    if status != 200:
+        raise StackError(f"sim pod {pod} /metrics: HTTP {status}")
+    value = metric_value(body.decode(errors="replace"), name)
+    if value is None:
+        raise StackError(f"sim pod {pod} exports no {name}")
+    return value
+
+
+def sim_waiting(pod: str) -> float:
+    """vLLM's queue length on one simulated pod."""
+    return sim_metric(pod, "vllm:num_requests_waiting")
+
+
+def sim_fault(pod: str, kind: str) -> None:
+    """Injects a fault into one simulated pod (see sim/README.md): e.g. stall, exit, none."""
+    raise StackError("sim_fault: waiting for the simulator's fault interface")
+
+
 @dataclass
 class RunDir:
     path: Path
