@@ -1,0 +1,229 @@
+//! `wis-scraper`: the metrics sidecar of the wasm inference scheduler.
+//!
+//! It discovers an inference pool ([`discovery`]), scrapes each model server's Prometheus
+//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state with
+//! staleness and health ([`state`]), and serves one snapshot document in the plugin's wire
+//! format (`wasm_inference_scheduler::pool`) on a localhost address ([`server`]).
+//!
+//! Tasks: one discovery task, one supervisor that starts and stops one scrape task per endpoint
+//! (so a slow pod delays nobody else), one publisher that turns the state into a serialised
+//! snapshot every interval, and the HTTP server that hands out the latest serialised bytes.
+
+pub mod config;
+pub mod discovery;
+pub mod expo;
+pub mod fixture;
+pub mod scrape;
+pub mod selfmetrics;
+pub mod server;
+pub mod state;
+pub mod vocab;
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+
+use discovery::{K8sSettings, Resolver};
+use scrape::{HttpClient, ScrapeSettings};
+use selfmetrics::SelfMetrics;
+use state::PoolState;
+use vocab::Vocabulary;
+
+/// Where the endpoints come from.
+#[derive(Debug, Clone)]
+pub enum DiscoverySettings {
+    Static(Vec<SocketAddr>),
+    Dns { host: String, port: u16, refresh: Duration },
+    Kubernetes(K8sSettings),
+}
+
+/// Everything the scraper needs to run (built from flags and the config file by [`config`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub discovery: DiscoverySettings,
+    pub vocabulary: Vocabulary,
+    pub scrape: ScrapeSettings,
+    pub interval: Duration,
+    pub unhealthy_after: u32,
+    pub listen: SocketAddr,
+}
+
+/// State shared by the tasks and the HTTP server.
+pub struct Shared {
+    pub state: Mutex<PoolState>,
+    /// The latest snapshot, serialised once per interval and handed out as is.
+    pub snapshot: RwLock<Bytes>,
+    pub metrics: SelfMetrics,
+    pub interval: Duration,
+    /// When the publisher last ran; `/healthz` fails when it stops.
+    pub last_publish: Mutex<Instant>,
+}
+
+/// A running scraper; dropping it stops every task.
+pub struct Running {
+    pub listen_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until a task ends (they only end on a fatal server error).
+    pub async fn join_any(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Starts discovery, scraping, publishing and the HTTP server.
+pub async fn start(settings: Settings, resolver: Arc<dyn Resolver>) -> Result<Running, String> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut state = PoolState::new(settings.vocabulary.engine, settings.unhealthy_after);
+    let first = state.snapshot(state::unix_ms());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        snapshot: RwLock::new(Bytes::from(first.to_json())),
+        metrics: SelfMetrics::default(),
+        interval: settings.interval,
+        last_publish: Mutex::new(Instant::now()),
+    });
+    tracing::info!(vocabulary = %settings.vocabulary.describe(), "metric vocabulary");
+
+    let (tx, rx) = watch::channel(Vec::new());
+    let mut tasks = JoinSet::new();
+    let errors = shared.metrics.discovery_errors.clone();
+    match settings.discovery.clone() {
+        DiscoverySettings::Static(list) => {
+            tx.send_replace(list);
+            // Keep the sender alive so the supervisor does not see a closed channel.
+            tasks.spawn(async move {
+                tx.closed().await;
+            });
+        }
+        DiscoverySettings::Dns { host, port, refresh } => {
+            tasks.spawn(discovery::run_dns(resolver, host, port, refresh, tx, errors));
+        }
+        DiscoverySettings::Kubernetes(k8s) => {
+            tasks.spawn(discovery::run_k8s(k8s, tx, errors));
+        }
+    }
+    tasks.spawn(supervise(rx, shared.clone(), settings.vocabulary.clone(), settings.scrape.clone()));
+    tasks.spawn(publish(shared.clone()));
+    tasks.spawn(server::serve(listener, shared.clone()));
+    Ok(Running { listen_addr, shared, tasks })
+}
+
+/// Keeps one scrape task per discovered endpoint.
+async fn supervise(
+    mut rx: watch::Receiver<Vec<SocketAddr>>,
+    shared: Arc<Shared>,
+    vocab: Vocabulary,
+    settings: ScrapeSettings,
+) {
+    let client = scrape::http_client();
+    let vocab = Arc::new(vocab);
+    let settings = Arc::new(settings);
+    let mut scrapers: JoinSet<()> = JoinSet::new();
+    let mut handles: HashMap<SocketAddr, AbortHandle> = HashMap::new();
+    loop {
+        let targets = rx.borrow_and_update().clone();
+        let (added, removed) = lock(&shared.state).set_targets(&targets);
+        for addr in &removed {
+            if let Some(h) = handles.remove(addr) {
+                h.abort();
+            }
+        }
+        for addr in added {
+            let task = scrape_loop(addr, client.clone(), shared.clone(), vocab.clone(), settings.clone());
+            handles.insert(addr, scrapers.spawn(task));
+        }
+        if !removed.is_empty() || !handles.is_empty() {
+            tracing::info!(endpoints = handles.len(), removed = removed.len(), "discovery update");
+        }
+        // Reap finished (aborted) tasks so the set does not grow.
+        while scrapers.try_join_next().is_some() {}
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Scrapes one endpoint every interval until aborted.
+async fn scrape_loop(
+    addr: SocketAddr,
+    client: HttpClient,
+    shared: Arc<Shared>,
+    vocab: Arc<Vocabulary>,
+    settings: Arc<ScrapeSettings>,
+) {
+    // Spread endpoints over the interval so 1,000 scrapes do not leave in one burst.
+    let interval = shared.interval;
+    let offset = Duration::from_micros(spread(addr) % (interval.as_micros().max(1) as u64));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    // A slow pod gets its next scrape one interval after the last one ends, not a burst.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reason: Option<&'static str> = None;
+    loop {
+        ticker.tick().await;
+        let started = Instant::now();
+        let result = match scrape::fetch(&client, addr, &settings).await {
+            Ok(text) => scrape::read(&text, &vocab),
+            Err(e) => Err(e),
+        };
+        let took = started.elapsed();
+        let now = state::unix_ms();
+        match result {
+            Ok(reading) => {
+                shared.metrics.observe_scrape(took, None);
+                lock(&shared.state).record_success(addr, reading, now);
+                if last_reason.take().is_some() {
+                    tracing::info!(%addr, "scrapes succeed again");
+                }
+            }
+            Err(e) => {
+                let reason = e.reason();
+                shared.metrics.observe_scrape(took, Some(reason));
+                let turned_unhealthy = lock(&shared.state).record_failure(addr, e.to_string());
+                // Log changes, not every failure: a dead pod would log 20 lines a second.
+                if last_reason != Some(reason) || turned_unhealthy {
+                    tracing::warn!(%addr, error = %e, unhealthy = turned_unhealthy, "scrape failed; endpoint is stale");
+                }
+                last_reason = Some(reason);
+            }
+        }
+    }
+}
+
+/// Serialises a snapshot every interval.
+async fn publish(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (snapshot, counts) = {
+            let mut state = lock(&shared.state);
+            (state.snapshot(state::unix_ms()), state.counts())
+        };
+        let json = Bytes::from(snapshot.to_json());
+        shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
+        *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
+        *lock(&shared.last_publish) = Instant::now();
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-update; the data is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn spread(addr: SocketAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    addr.hash(&mut h);
+    h.finish()
+}
