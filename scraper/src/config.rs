@@ -33,7 +33,11 @@ pub const DEFAULT_DNS_REFRESH_MS: u64 = 5_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9190";
 
 #[derive(Debug, Parser)]
-#[command(name = "wis-scraper", version, about = "Scrapes an inference pool's model servers and serves one pool snapshot.")]
+#[command(
+    name = "wis-scraper",
+    version,
+    about = "Scrapes an inference pool's model servers and serves one pool snapshot."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -177,7 +181,8 @@ impl Options {
     /// Reads a config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| format!("config file {}: {e} (expected JSON with flag names as keys)", path.display()))
+        serde_json::from_slice(&text)
+            .map_err(|e| format!("config file {}: {e} (expected JSON with flag names as keys)", path.display()))
     }
 
     /// `self` (flags) over `file`.
@@ -186,8 +191,10 @@ impl Options {
             if a.is_empty() { b } else { a }
         }
         // Discovery is one choice: flags that pick a source replace the file's source entirely.
-        let flags_pick_discovery =
-            self.static_endpoints.is_some() || self.dns.is_some() || self.k8s_service.is_some() || self.k8s_selector.is_some();
+        let flags_pick_discovery = self.static_endpoints.is_some()
+            || self.dns.is_some()
+            || self.k8s_service.is_some()
+            || self.k8s_selector.is_some();
         let (fs, fd, fks, fksel) = if flags_pick_discovery {
             (None, None, None, None)
         } else {
@@ -241,8 +248,9 @@ impl Options {
             return Err(format!("metrics_path {path:?}: expected a path starting with /"));
         }
         let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr =
-            listen_text.parse().map_err(|_| format!("listen {listen_text:?}: expected ip:port such as {DEFAULT_LISTEN}"))?;
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| format!("listen {listen_text:?}: expected ip:port such as {DEFAULT_LISTEN}"))?;
         Ok(Settings {
             discovery: self.discovery()?,
             vocabulary: self.vocabulary()?,
@@ -262,7 +270,12 @@ impl Options {
         match chosen.iter().filter(|c| **c).count() {
             0 => return Err("no discovery: pass --static, --dns or --k8s-service/--k8s-selector".into()),
             1 => {}
-            _ => return Err("several discovery sources: pass exactly one of --static, --dns, --k8s-service/--k8s-selector".into()),
+            _ => {
+                return Err(
+                    "several discovery sources: pass exactly one of --static, --dns, --k8s-service/--k8s-selector"
+                        .into(),
+                );
+            }
         }
         if let Some(list) = &self.static_endpoints {
             let addrs = discovery::parse_static(list)?;
@@ -358,7 +371,8 @@ mod tests {
             r#"{"k8s_service":"vllm","k8s_port":"http","engine":"sglang","interval_ms":100,"static":["10.0.0.1:8000"]}"#,
         )
         .unwrap();
-        let flags = Options { static_endpoints: Some("127.0.0.1:9001".into()), interval_ms: Some(50), ..Default::default() };
+        let flags =
+            Options { static_endpoints: Some("127.0.0.1:9001".into()), interval_ms: Some(50), ..Default::default() };
         let s = flags.over(file).settings().unwrap();
         assert!(matches!(s.discovery, DiscoverySettings::Static(ref v) if v.len() == 1 && v[0].port() == 9001));
         assert_eq!(s.interval, Duration::from_millis(50));

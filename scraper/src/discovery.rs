@@ -42,7 +42,9 @@ pub fn parse_static(list: &str) -> Result<Vec<SocketAddr>, String> {
         let ip: IpAddr = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad())?;
         let (first, last): (u16, u16) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
         if first > last || usize::from(last - first) >= MAX_ENDPOINTS {
-            return Err(format!("static endpoint range {item:?}: expected first <= last and at most {MAX_ENDPOINTS} ports"));
+            return Err(format!(
+                "static endpoint range {item:?}: expected first <= last and at most {MAX_ENDPOINTS} ports"
+            ));
         }
         out.extend((first..=last).map(|p| SocketAddr::new(ip, p)));
     }
@@ -189,7 +191,18 @@ impl K8sSettings {
             if !token.exists() {
                 return Err(format!("--k8s-token-file {}: no such file", token.display()));
             }
-            config.auth_info.token_file = Some(token.to_string_lossy().into_owned());
+            // kube sends the file's bytes as they are; a token written with `echo` ends in a
+            // newline, which is not a valid header value. Use the trimmed text then (the file
+            // is then read once, so rotation is not followed; mounted tokens have no newline).
+            let text =
+                std::fs::read_to_string(token).map_err(|e| format!("--k8s-token-file {}: {e}", token.display()))?;
+            if text.trim() != text {
+                tracing::warn!(file = %token.display(), "token file has surrounding whitespace; using it trimmed, without reloading");
+                config.auth_info.token = Some(text.trim().to_string().into());
+                config.auth_info.token_file = None;
+            } else {
+                config.auth_info.token_file = Some(token.to_string_lossy().into_owned());
+            }
         }
         if let Some(ca) = &self.ca_file {
             if !ca.exists() {
@@ -230,14 +243,20 @@ pub fn ready_addresses<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, 
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
-            out.extend(ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, port_number)));
+            out.extend(
+                ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, port_number)),
+            );
         }
     }
     normalise(out)
 }
 
 /// Runs Kubernetes discovery until the receiver side is gone.
-pub async fn run_k8s(settings: K8sSettings, tx: watch::Sender<Vec<SocketAddr>>, errors: Arc<std::sync::atomic::AtomicU64>) {
+pub async fn run_k8s(
+    settings: K8sSettings,
+    tx: watch::Sender<Vec<SocketAddr>>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+) {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(error = %e, "Kubernetes {what} failed; retrying in {} s", K8S_RETRY.as_secs());

@@ -139,7 +139,9 @@ fn split_head(line: &str) -> (&str, &str) {
 
 fn value_token_is_infinite(line: &str) -> bool {
     let (_, tail) = split_head(line);
-    tail.split_whitespace().next().is_some_and(|v| v.to_ascii_lowercase().trim_start_matches(['+', '-']).starts_with("inf"))
+    tail.split_whitespace()
+        .next()
+        .is_some_and(|v| v.to_ascii_lowercase().trim_start_matches(['+', '-']).starts_with("inf"))
 }
 
 /// Rewrites a line into the crate's strict form: `head SP value LF`, dropping a timestamp.

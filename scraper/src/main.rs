@@ -16,13 +16,14 @@ fn main() -> ExitCode {
         _ => tracing::Level::INFO,
     };
     tracing_subscriber::fmt().with_max_level(level).with_ansi(false).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("wis-scraper: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("wis-scraper: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = match cli.command {
         Some(Command::FixtureServer(args)) => runtime.block_on(fixture_server(args)),
         None => runtime.block_on(run(cli.options, cli.config, cli.exit_after_ms)),
@@ -64,7 +65,8 @@ async fn fixture_server(args: FixtureArgs) -> Result<(), String> {
     for i in 0..args.count {
         let port = args.base_port.checked_add(i).ok_or("--base-port + --count exceeds 65535")?;
         let addr = std::net::SocketAddr::new(args.bind, port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tasks.spawn(fixture::serve(listener, handle.clone()));
     }
     tracing::info!(count = args.count, base_port = args.base_port, "fixture pods serving /metrics");

@@ -51,17 +51,8 @@ impl ScrapeError {
     }
 
     /// All reasons, so the failure counter exports every series from the start.
-    pub const REASONS: [&'static str; 9] = [
-        "timeout",
-        "connect",
-        "http_status",
-        "not_text",
-        "too_large",
-        "body",
-        "parse",
-        "missing_metric",
-        "bad_value",
-    ];
+    pub const REASONS: [&'static str; 9] =
+        ["timeout", "connect", "http_status", "not_text", "too_large", "body", "parse", "missing_metric", "bad_value"];
 }
 
 impl fmt::Display for ScrapeError {

@@ -69,17 +69,28 @@ impl SelfMetrics {
         }
         let _ = writeln!(o, "wis_scraper_scrape_duration_seconds_bucket{{le=\"+Inf\"}} {scrapes}");
         let sum = self.duration_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(o, "wis_scraper_scrape_duration_seconds_sum {sum}\nwis_scraper_scrape_duration_seconds_count {scrapes}");
+        let _ = writeln!(
+            o,
+            "wis_scraper_scrape_duration_seconds_sum {sum}\nwis_scraper_scrape_duration_seconds_count {scrapes}"
+        );
         let _ = writeln!(o, "# HELP wis_scraper_discovery_errors_total Failed DNS lookups or Kubernetes API calls.");
         let _ = writeln!(o, "# TYPE wis_scraper_discovery_errors_total counter");
         let _ = writeln!(o, "wis_scraper_discovery_errors_total {}", self.discovery_errors.load(Relaxed));
         let _ = writeln!(o, "# HELP wis_scraper_snapshots_total Snapshots generated.");
-        let _ = writeln!(o, "# TYPE wis_scraper_snapshots_total counter\nwis_scraper_snapshots_total {}", self.snapshots.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "# TYPE wis_scraper_snapshots_total counter\nwis_scraper_snapshots_total {}",
+            self.snapshots.load(Relaxed)
+        );
         let _ = writeln!(o, "# HELP wis_scraper_snapshot_sequence Sequence number of the latest snapshot.");
         let _ = writeln!(o, "# TYPE wis_scraper_snapshot_sequence gauge");
         let _ = writeln!(o, "wis_scraper_snapshot_sequence {}", self.snapshot_sequence.load(Relaxed));
         let _ = writeln!(o, "# HELP wis_scraper_snapshot_bytes Size of the latest snapshot document.");
-        let _ = writeln!(o, "# TYPE wis_scraper_snapshot_bytes gauge\nwis_scraper_snapshot_bytes {}", self.snapshot_bytes.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "# TYPE wis_scraper_snapshot_bytes gauge\nwis_scraper_snapshot_bytes {}",
+            self.snapshot_bytes.load(Relaxed)
+        );
         let _ = writeln!(o, "# HELP wis_scraper_endpoints Endpoints in the latest snapshot by state.");
         let _ = writeln!(o, "# TYPE wis_scraper_endpoints gauge");
         let _ = writeln!(o, "wis_scraper_endpoints{{state=\"discovered\"}} {}", self.endpoints.load(Relaxed));

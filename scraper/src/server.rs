@@ -55,7 +55,9 @@ fn route<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, format!("no snapshot published for {} ms\n", age.as_millis()))
             }
         }
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(shared.metrics.render())),
+        "/metrics" => {
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(shared.metrics.render()))
+        }
         _ => text(StatusCode::NOT_FOUND, "not found; try /snapshot, /healthz or /metrics\n".into()),
     }
 }

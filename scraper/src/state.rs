@@ -210,7 +210,8 @@ mod tests {
         let mut s = PoolState::new(Engine::Vllm, 3);
         let addrs: Vec<SocketAddr> = (0..1000).map(addr).collect();
         s.set_targets(&addrs);
-        let names: Vec<String> = (0..wasm_inference_scheduler::pool::MAX_ADAPTERS_PER_LIST).map(|i| format!("adapter-{i:03}")).collect();
+        let names: Vec<String> =
+            (0..wasm_inference_scheduler::pool::MAX_ADAPTERS_PER_LIST).map(|i| format!("adapter-{i:03}")).collect();
         for (i, a) in addrs.iter().enumerate() {
             let mut r = reading(i as u32);
             r.metrics.lora = Some(LoraState { running: names.clone(), waiting: vec![], max_loras: 64 });

@@ -21,7 +21,7 @@
 use crate::expo::{Exposition, Sample};
 use std::fmt;
 use std::str::FromStr;
-use wasm_inference_scheduler::pool::{Engine, EndpointMetrics, LoraState, MAX_ADAPTERS_PER_LIST};
+use wasm_inference_scheduler::pool::{EndpointMetrics, Engine, LoraState, MAX_ADAPTERS_PER_LIST};
 
 /// At most this many distinct model names are reported per endpoint (a server serves a few).
 pub const MAX_MODELS_PER_ENDPOINT: usize = 16;
@@ -267,7 +267,10 @@ impl Vocabulary {
                 match from_blocks {
                     Some(v) => (v, Vec::new()),
                     None => {
-                        return Err(ExtractError::Missing { what: "KV-cache usage", tried: chain_names(&self.kv_usage) });
+                        return Err(ExtractError::Missing {
+                            what: "KV-cache usage",
+                            tried: chain_names(&self.kv_usage),
+                        });
                     }
                 }
             }
@@ -380,8 +383,13 @@ fn validate(found: &[&Sample], sel: &Selector) -> Result<(), ExtractError> {
     }
 }
 
-fn required<'a>(samples: &'a [Sample], chain: &[Selector], what: &'static str) -> Result<Vec<&'a Sample>, ExtractError> {
-    let (found, sel) = first_match(samples, chain).ok_or_else(|| ExtractError::Missing { what, tried: chain_names(chain) })?;
+fn required<'a>(
+    samples: &'a [Sample],
+    chain: &[Selector],
+    what: &'static str,
+) -> Result<Vec<&'a Sample>, ExtractError> {
+    let (found, sel) =
+        first_match(samples, chain).ok_or_else(|| ExtractError::Missing { what, tried: chain_names(chain) })?;
     validate(&found, sel)?;
     Ok(found)
 }
@@ -403,10 +411,8 @@ fn to_u32(v: f64) -> u32 {
 /// vLLM's LoRA gauge: its value is the Unix time of the last change, a new series appears for
 /// every new label set and old ones linger, so the series with the highest value is current.
 fn newest_lora(samples: &[Sample], name: &str) -> Option<LoraState> {
-    let newest = samples
-        .iter()
-        .filter(|s| s.name == name && s.value.is_finite())
-        .max_by(|a, b| a.value.total_cmp(&b.value))?;
+    let newest =
+        samples.iter().filter(|s| s.name == name && s.value.is_finite()).max_by(|a, b| a.value.total_cmp(&b.value))?;
     Some(LoraState {
         running: adapter_list(newest.label("running_lora_adapters")),
         waiting: adapter_list(newest.label("waiting_lora_adapters")),
@@ -455,18 +461,27 @@ mod tests {
 
     #[test]
     fn negative_or_nan_queue_fails_the_reading() {
-        let err = read(Engine::Vllm, "vllm:num_requests_waiting -1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n")
-            .unwrap_err();
+        let err = read(
+            Engine::Vllm,
+            "vllm:num_requests_waiting -1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("non-negative"), "{err}");
-        let err = read(Engine::Vllm, "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc NaN\n")
-            .unwrap_err();
+        let err = read(
+            Engine::Vllm,
+            "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc NaN\n",
+        )
+        .unwrap_err();
         assert!(matches!(err, ExtractError::BadValue { .. }), "{err}");
     }
 
     #[test]
     fn kv_usage_in_percent_is_rejected() {
-        let err = read(Engine::Vllm, "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 43\n")
-            .unwrap_err();
+        let err = read(
+            Engine::Vllm,
+            "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 43\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("fraction"), "{err}");
     }
 
