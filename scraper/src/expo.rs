@@ -87,10 +87,8 @@ pub fn metric_name_of(line: &str) -> &str {
 fn parse_line(line: &str) -> Option<Sample> {
     // The crate's infinity parser prints to stderr; route such lines through the normalised path.
     let fast = line.ends_with('\n') && !line.ends_with("\r\n") && !value_token_is_infinite(line);
-    if fast {
-        if let Some(sample) = parse_with_crate(line) {
-            return Some(sample);
-        }
+    if fast && let Some(sample) = parse_with_crate(line) {
+        return Some(sample);
     }
     let (normalised, infinite) = normalise(line)?;
     let mut sample = parse_with_crate(&normalised)?;

@@ -36,10 +36,10 @@ impl SelfMetrics {
             }
         }
         self.duration_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
-        if let Some(reason) = failure {
-            if let Some(i) = ScrapeError::REASONS.iter().position(|r| *r == reason) {
-                self.failures[i].fetch_add(1, Relaxed);
-            }
+        if let Some(reason) = failure
+            && let Some(i) = ScrapeError::REASONS.iter().position(|r| *r == reason)
+        {
+            self.failures[i].fetch_add(1, Relaxed);
         }
     }
 

@@ -229,10 +229,12 @@ impl Vocabulary {
         let mut models: Vec<String> = Vec::new();
         for s in waiting.iter().chain(running.iter()).chain(kv_samples.iter()) {
             for label in &self.model_labels {
-                if let Some(m) = s.label(label) {
-                    if !m.is_empty() && !models.iter().any(|x| x == m) && models.len() < MAX_MODELS_PER_ENDPOINT {
-                        models.push(m.to_string());
-                    }
+                if let Some(m) = s.label(label)
+                    && !m.is_empty()
+                    && !models.iter().any(|x| x == m)
+                    && models.len() < MAX_MODELS_PER_ENDPOINT
+                {
+                    models.push(m.to_string());
                 }
             }
         }
@@ -276,7 +278,7 @@ impl Vocabulary {
             }
         };
         let (v, found) = usage;
-        if !v.is_finite() || v < 0.0 || v > 1.0 + KV_USAGE_TOLERANCE {
+        if !v.is_finite() || !(0.0..=1.0 + KV_USAGE_TOLERANCE).contains(&v) {
             let metric = chain_names(&self.kv_usage);
             return Err(ExtractError::BadValue { metric, value: v, expected: "a fraction in [0, 1]" });
         }
