@@ -5,6 +5,7 @@ about routing reads where a request was actually served."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -76,7 +77,7 @@ class Running:
 
         def healthy() -> bool:
             status, body = stack_mod.http_get(self.scraper, "/snapshot")
-            snap = __import__("json").loads(body)
+            snap = json.loads(body)
             return status == 200 and sum(1 for e in snap["endpoints"] if e.get("healthy")) == len(self.pool)
 
         stack_mod.wait_until("scraper snapshot with every pod healthy", healthy, 15.0, self.scraper_proc.failure_note)
@@ -141,11 +142,11 @@ def test_a_forged_destination_header_has_no_effect(shared_stack, stack, wasm_pat
 def test_streaming_responses_arrive_intact(shared_stack):
     resp = ask(shared_stack.envoy.listen, 300, "stream please", stream=True, stream_options={"include_usage": True})
     assert resp.status == 200, resp.body
-    assert resp.header("content-type", ).startswith("text/event-stream")
+    assert resp.header("content-type").startswith("text/event-stream")
     served_by(resp)
     events = client.sse_events(resp.body)
     assert events and events[-1] == "[DONE]", f"stream did not end with [DONE]: {events[-3:]}"
-    chunks = [__import__("json").loads(e) for e in events[:-1]]
+    chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text, "no content in the streamed chunks"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# ./build.sh demo: from a clean clone, install and build what the demo needs (wasm target, plugin,
+# simulator and scraper in release, .venv with the pinned Envoy), then run envoy/demo.py:
+# a simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload with shared
+# system prompts, the same workload through plain round-robin, and the comparison.
+#   envoy/demo.sh [--pods 4] [--groups 4] [--conversations 6] [--turns 4] [--with-ui] [--help]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+build_plugin
+build_native_tools release
+ensure_envoy
+export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+
+log "running the demo (about 2-4 minutes; Ctrl-C stops it and every process it started)"
+exec "$PYTHON" "$ROOT/envoy/demo.py" "$@"
