@@ -176,9 +176,27 @@ def sim_waiting(pod: str) -> float:
     return sim_metric(pod, "vllm:num_requests_waiting")
 
 
+def fleet_kind() -> str:
+    """Which fleet start_fleet runs: "sim" (the Rust simulator) or "mini" (envoy/minifleet.py)."""
+    kind = os.environ.get("WIS_FLEET", "sim")
+    if kind not in ("sim", "mini"):
+        raise StackError(f"WIS_FLEET={kind!r}: expected sim or mini")
+    return kind
+
+
 def sim_fault(pod: str, kind: str) -> None:
-    """Injects a fault into one simulated pod (see sim/README.md): e.g. stall, exit, none."""
-    raise StackError("sim_fault: waiting for the simulator's fault interface")
+    """Injects a fault into one simulated pod: stall (hold requests, they queue), exit (the pod
+    closes its socket), none (clear)."""
+    host, port = render.parse_host_port(pod, "pod")
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("POST", "/sim/fault", body=json.dumps({"kind": kind}), headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise StackError(f"fault {kind} on {pod}: HTTP {resp.status} {body[:200]!r}")
 
 
 @dataclass
@@ -328,10 +346,16 @@ class Stack:
     # --- components -------------------------------------------------------------------------
 
     def start_fleet(self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet") -> list[str]:
-        """`sim fleet`: one simulated vLLM server per port; returns their addresses once all answer."""
+        """A fleet of simulated vLLM pods, one port each; returns their addresses once all answer.
+
+        `sim fleet` (the Rust simulator) by default; WIS_FLEET=mini uses envoy/minifleet.py, the
+        Python stand-in with the same interface (no KV-cache or time model)."""
         ports = free_ports(pods)
         pool = [f"127.0.0.1:{p}" for p in ports]
-        argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra_args]
+        if fleet_kind() == "mini":
+            argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra_args]
+        else:
+            argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra_args]
         proc = self.spawn(name, argv)
         for address in pool:
             wait_until(
