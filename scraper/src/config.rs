@@ -51,10 +51,10 @@ pub struct Cli {
     #[arg(long, value_name = "MS")]
     pub exit_after_ms: Option<u64>,
     /// Log level: error, warn, info, debug.
-    #[arg(long, default_value = "info")]
+    #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
     /// Tokio worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, global = true, default_value_t = 2)]
     pub threads: usize,
 }
 
@@ -80,6 +80,10 @@ pub struct FixtureArgs {
     /// Serve this file instead of a built-in exposition.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Append this many histogram-bucket lines (~120 bytes each) to reach a live server's size:
+    /// a vLLM pod's full exposition is ~500-1,000 lines, mostly buckets.
+    #[arg(long, default_value_t = 0)]
+    pub pad_lines: usize,
     /// Stop after this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub exit_after_ms: Option<u64>,

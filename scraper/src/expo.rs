@@ -49,16 +49,17 @@ const MAX_LOGGED_LINE_CHARS: usize = 160;
 /// Parses `text`, keeping the samples whose metric name satisfies `wanted`.
 pub fn parse(text: &str, wanted: impl Fn(&str) -> bool) -> Exposition {
     let mut out = Exposition::default();
-    let mut rest = text;
-    while !rest.is_empty() {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
         // `line` keeps its '\n' when it has one: the crate's sample grammar ends in a newline.
-        let (line, next) = match rest.find('\n') {
-            Some(i) => (&rest[..=i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        rest = next;
-        let trimmed = line.trim_start();
-        if trimmed.trim_end().is_empty() || trimmed.starts_with('#') {
+        // Slicing at '\n' (ASCII) always lands on a char boundary.
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i + 1);
+        let line = &text[start..end];
+        start = end;
+        let Some(first) = line.bytes().position(|b| b != b' ' && b != b'\t') else { continue };
+        let trimmed = &line[first..];
+        if matches!(trimmed.as_bytes()[0], b'#' | b'\n' | b'\r') {
             continue;
         }
         out.sample_lines += 1;
@@ -80,8 +81,10 @@ pub fn parse(text: &str, wanted: impl Fn(&str) -> bool) -> Exposition {
 
 /// The metric name at the start of a sample line (up to `{` or whitespace).
 pub fn metric_name_of(line: &str) -> &str {
-    let end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
-    &line[..end]
+    match memchr::memchr3(b'{', b' ', b'\t', line.as_bytes()) {
+        Some(end) => &line[..end],
+        None => line.trim_end(),
+    }
 }
 
 fn parse_line(line: &str) -> Option<Sample> {
@@ -135,11 +138,12 @@ fn split_head(line: &str) -> (&str, &str) {
     }
 }
 
+/// Whether the line's last token (the value, when there is no timestamp) is an infinity; a
+/// line with a timestamp fails the fast path anyway and is normalised.
 fn value_token_is_infinite(line: &str) -> bool {
-    let (_, tail) = split_head(line);
-    tail.split_whitespace()
-        .next()
-        .is_some_and(|v| v.to_ascii_lowercase().trim_start_matches(['+', '-']).starts_with("inf"))
+    let last = line.trim_end().rsplit([' ', '\t']).next().unwrap_or("");
+    let unsigned = last.strip_prefix(['+', '-']).unwrap_or(last);
+    unsigned.len() >= 3 && unsigned.as_bytes()[..3].eq_ignore_ascii_case(b"inf")
 }
 
 /// Rewrites a line into the crate's strict form: `head SP value LF`, dropping a timestamp.

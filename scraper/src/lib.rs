@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use discovery::{K8sSettings, Resolver};
-use scrape::{HttpClient, ScrapeSettings};
+use scrape::ScrapeSettings;
 use selfmetrics::SelfMetrics;
 use state::PoolState;
 use vocab::Vocabulary;
@@ -125,7 +125,6 @@ async fn supervise(
     vocab: Vocabulary,
     settings: ScrapeSettings,
 ) {
-    let client = scrape::http_client();
     let vocab = Arc::new(vocab);
     let settings = Arc::new(settings);
     let mut scrapers: JoinSet<()> = JoinSet::new();
@@ -139,7 +138,7 @@ async fn supervise(
             }
         }
         for addr in added {
-            let task = scrape_loop(addr, client.clone(), shared.clone(), vocab.clone(), settings.clone());
+            let task = scrape_loop(addr, shared.clone(), vocab.clone(), settings.clone());
             handles.insert(addr, scrapers.spawn(task));
         }
         if !removed.is_empty() || !handles.is_empty() {
@@ -154,13 +153,7 @@ async fn supervise(
 }
 
 /// Scrapes one endpoint every interval until aborted.
-async fn scrape_loop(
-    addr: SocketAddr,
-    client: HttpClient,
-    shared: Arc<Shared>,
-    vocab: Arc<Vocabulary>,
-    settings: Arc<ScrapeSettings>,
-) {
+async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabulary>, settings: Arc<ScrapeSettings>) {
     // Spread endpoints over the interval so 1,000 scrapes do not leave in one burst.
     let interval = shared.interval;
     let offset = Duration::from_micros(spread(addr) % (interval.as_micros().max(1) as u64));
@@ -168,11 +161,19 @@ async fn scrape_loop(
     // A slow pod gets its next scrape one interval after the last one ends, not a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_reason: Option<&'static str> = None;
+    let mut connection = match scrape::Connection::new(addr, &settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot scrape this endpoint");
+            lock(&shared.state).record_failure(addr, e.to_string());
+            return;
+        }
+    };
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let result = match scrape::fetch(&client, addr, &settings).await {
-            Ok(text) => scrape::read(&text, &vocab),
+        let result = match connection.fetch(&settings).await {
+            Ok(body) => scrape::read_bytes(&body, &vocab),
             Err(e) => Err(e),
         };
         let took = started.elapsed();
@@ -189,9 +190,12 @@ async fn scrape_loop(
                 let reason = e.reason();
                 shared.metrics.observe_scrape(took, Some(reason));
                 let turned_unhealthy = lock(&shared.state).record_failure(addr, e.to_string());
-                // Log changes, not every failure: a dead pod would log 20 lines a second.
-                if last_reason != Some(reason) || turned_unhealthy {
-                    tracing::warn!(%addr, error = %e, unhealthy = turned_unhealthy, "scrape failed; endpoint is stale");
+                // Log transitions, not every failure (a dead pod would log 20 lines a second):
+                // turning unhealthy, or failing for a new reason; a single blip only at debug.
+                if turned_unhealthy || last_reason.is_some_and(|r| r != reason) {
+                    tracing::warn!(%addr, error = %e, "scrape failing; endpoint is stale and unhealthy after repeated failures");
+                } else if last_reason.is_none() {
+                    tracing::debug!(%addr, error = %e, "scrape failed; endpoint is stale");
                 }
                 last_reason = Some(reason);
             }

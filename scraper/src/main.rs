@@ -60,6 +60,16 @@ async fn fixture_server(args: FixtureArgs) -> Result<(), String> {
         (None, "trtllm") => fixture::TRTLLM.to_string(),
         (None, other) => return Err(format!("--engine {other:?}: expected vllm, sglang or trtllm")),
     };
+    let mut body = body;
+    for i in 0..args.pad_lines {
+        use std::fmt::Write;
+        let _ = writeln!(
+            body,
+            "vllm:request_prefill_time_seconds_bucket{{engine=\"0\",le=\"{}.0\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"}} {}.0",
+            i + 1,
+            i * 7
+        );
+    }
     let handle = Arc::new(RwLock::new(FixtureResponse::prometheus(body)));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.count {
