@@ -22,6 +22,7 @@ pub mod vocab;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -61,6 +62,11 @@ pub struct Shared {
     pub interval: Duration,
     /// When the publisher last ran; `/healthz` fails when it stops.
     pub last_publish: Mutex<Instant>,
+    /// `/snapshot` answers 503 until the first round of scrapes is done (or timed out), so the
+    /// plugin keeps its configured endpoints instead of adopting an all-unscraped pool.
+    pub ready: AtomicBool,
+    /// How long after discovery's first answer the first round may take at most.
+    pub first_round_deadline: Duration,
 }
 
 /// A running scraper; dropping it stops every task.
@@ -83,14 +89,14 @@ pub async fn start(settings: Settings, resolver: Arc<dyn Resolver>) -> Result<Ru
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut state = PoolState::new(settings.vocabulary.engine, settings.unhealthy_after);
-    let first = state.snapshot(state::unix_ms());
     let shared = Arc::new(Shared {
-        state: Mutex::new(state),
-        snapshot: RwLock::new(Bytes::from(first.to_json())),
+        state: Mutex::new(PoolState::new(settings.vocabulary.engine, settings.unhealthy_after)),
+        snapshot: RwLock::new(Bytes::new()),
         metrics: SelfMetrics::default(),
         interval: settings.interval,
         last_publish: Mutex::new(Instant::now()),
+        ready: AtomicBool::new(false),
+        first_round_deadline: settings.scrape.timeout + settings.interval * 2,
     });
     tracing::info!(vocabulary = %settings.vocabulary.describe(), "metric vocabulary");
 
@@ -207,16 +213,27 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
 async fn publish(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut discovered_at: Option<Instant> = None;
     loop {
         ticker.tick().await;
+        *lock(&shared.last_publish) = Instant::now();
         let (snapshot, counts) = {
             let mut state = lock(&shared.state);
+            if !shared.ready.load(Ordering::Relaxed) {
+                if !state.discovered() {
+                    continue;
+                }
+                let since = *discovered_at.get_or_insert_with(Instant::now);
+                if !state.first_round_done() && since.elapsed() < shared.first_round_deadline {
+                    continue;
+                }
+            }
             (state.snapshot(state::unix_ms()), state.counts())
         };
         let json = Bytes::from(snapshot.to_json());
         shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
-        *lock(&shared.last_publish) = Instant::now();
+        shared.ready.store(true, Ordering::Relaxed);
     }
 }
 

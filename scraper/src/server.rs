@@ -44,6 +44,12 @@ fn route<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/snapshot" => {
+            if !shared.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no snapshot yet: waiting for discovery and the first scrapes\n".into(),
+                );
+            }
             let body = shared.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
             respond(StatusCode::OK, "application/json", body)
         }

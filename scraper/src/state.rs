@@ -32,6 +32,8 @@ pub struct EndpointCounts {
 struct Record {
     endpoint: Endpoint,
     last_error: Option<String>,
+    /// At least one scrape finished (either way).
+    attempted: bool,
 }
 
 /// Every discovered endpoint's latest state.
@@ -41,16 +43,24 @@ pub struct PoolState {
     unhealthy_after: u32,
     records: BTreeMap<SocketAddr, Record>,
     sequence: u64,
+    discovered: bool,
 }
 
 impl PoolState {
     pub fn new(engine: Engine, unhealthy_after: u32) -> Self {
-        Self { engine, unhealthy_after: unhealthy_after.max(1), records: BTreeMap::new(), sequence: 0 }
+        Self {
+            engine,
+            unhealthy_after: unhealthy_after.max(1),
+            records: BTreeMap::new(),
+            sequence: 0,
+            discovered: false,
+        }
     }
 
     /// Replaces the endpoint set with what discovery reports: new addresses start unscraped,
     /// known ones keep their state, missing ones are dropped. Returns (added, removed).
     pub fn set_targets(&mut self, targets: &[SocketAddr]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        self.discovered = true;
         let wanted: std::collections::BTreeSet<SocketAddr> = targets.iter().copied().take(MAX_ENDPOINTS).collect();
         let removed: Vec<SocketAddr> = self.records.keys().filter(|a| !wanted.contains(a)).copied().collect();
         for addr in &removed {
@@ -71,6 +81,7 @@ impl PoolState {
                         metrics: EndpointMetrics::default(),
                     },
                     last_error: None,
+                    attempted: false,
                 }
             });
         }
@@ -87,6 +98,7 @@ impl PoolState {
             r.endpoint.healthy = true;
             r.endpoint.consecutive_failures = 0;
             r.last_error = None;
+            r.attempted = true;
         }
     }
 
@@ -94,6 +106,7 @@ impl PoolState {
     /// (so the caller logs transitions, not every failure).
     pub fn record_failure(&mut self, addr: SocketAddr, error: String) -> bool {
         let Some(r) = self.records.get_mut(&addr) else { return false };
+        r.attempted = true;
         r.endpoint.stale = true;
         r.endpoint.consecutive_failures = r.endpoint.consecutive_failures.saturating_add(1);
         let was_healthy = r.endpoint.healthy;
@@ -107,6 +120,16 @@ impl PoolState {
     /// The last scrape error of an endpoint, if its latest scrape failed.
     pub fn last_error(&self, addr: &SocketAddr) -> Option<&str> {
         self.records.get(addr).and_then(|r| r.last_error.as_deref())
+    }
+
+    /// Discovery has answered once and every endpoint it listed has been scraped once: the first
+    /// snapshot worth serving (before it, every endpoint would read as unscraped and unhealthy).
+    pub fn first_round_done(&self) -> bool {
+        self.discovered && self.records.values().all(|r| r.attempted)
+    }
+
+    pub fn discovered(&self) -> bool {
+        self.discovered
     }
 
     pub fn contains(&self, addr: &SocketAddr) -> bool {
@@ -194,6 +217,20 @@ mod tests {
         let snap = s.snapshot(10);
         let listed: Vec<&str> = snap.endpoints.iter().map(|e| e.address.as_str()).collect();
         assert_eq!(listed, vec!["10.0.0.2:8000", "10.0.0.3:8000"]);
+    }
+
+    #[test]
+    fn first_round_waits_for_discovery_and_one_attempt_per_endpoint() {
+        let mut s = PoolState::new(Engine::Vllm, 3);
+        assert!(!s.first_round_done(), "no discovery yet");
+        s.set_targets(&[addr(1), addr(2)]);
+        s.record_success(addr(1), reading(1), 10);
+        assert!(!s.first_round_done());
+        s.record_failure(addr(2), "refused".into());
+        assert!(s.first_round_done());
+        let mut empty = PoolState::new(Engine::Vllm, 3);
+        empty.set_targets(&[]);
+        assert!(empty.first_round_done(), "an empty pool is a truthful answer");
     }
 
     #[test]

@@ -44,10 +44,14 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-async fn snapshot(addr: SocketAddr) -> PoolSnapshot {
+/// The snapshot, or None while the scraper still withholds it (503 before the first round).
+async fn snapshot(addr: SocketAddr) -> Option<PoolSnapshot> {
     let (status, body) = get(addr, "/snapshot").await;
-    assert_eq!(status, 200);
-    PoolSnapshot::from_json(body.as_bytes()).expect("a valid snapshot")
+    match status {
+        200 => Some(PoolSnapshot::from_json(body.as_bytes()).expect("a valid snapshot")),
+        503 => None,
+        other => panic!("/snapshot answered {other}: {body}"),
+    }
 }
 
 /// Polls the snapshot until `ok` holds or the deadline passes.
@@ -55,8 +59,8 @@ async fn wait_for(addr: SocketAddr, what: &str, ok: impl Fn(&PoolSnapshot) -> bo
     let start = Instant::now();
     loop {
         let s = snapshot(addr).await;
-        if ok(&s) {
-            return s;
+        if let Some(s) = s.as_ref().filter(|s| ok(s)) {
+            return s.clone();
         }
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}; last snapshot: {s:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -153,4 +157,19 @@ async fn slow_huge_and_dead_pods_are_stale_never_fatal() {
         let zero = format!("wis_scraper_scrape_failures_total{{reason=\"{reason}\"}} 0\n");
         assert!(!metrics.contains(&zero), "expected {reason} failures counted: {metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_is_withheld_until_the_first_round_of_scrapes() {
+    // The pod answers after 3 s, the scrape gives up after 2 s: the first round cannot be over
+    // before then, so the first answer is 503 (the plugin keeps its configured endpoints).
+    let slow = pod(fixture::VLLM_SINGLE).await;
+    slow.response.write().unwrap().delay = Duration::from_secs(3);
+    let scraper = start(slow.addr.to_string(), |o| o.scrape_timeout_ms = Some(2_000)).await;
+    let (status, body) = get(scraper.listen_addr, "/snapshot").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("first scrapes"), "{body}");
+    // Once the round is over (here: timed out), the snapshot appears with the endpoint stale.
+    let s = wait_for(scraper.listen_addr, "the first snapshot", |s| s.endpoints.len() == 1).await;
+    assert!(s.endpoints[0].stale && !s.endpoints[0].healthy);
 }
