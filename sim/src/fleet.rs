@@ -1,0 +1,221 @@
+//! `sim fleet`: many independent pods in one process (one port each).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::engine::EngineConfig;
+use crate::pod::{FaultMode, LoraInfoStyle, Pod, PodConfig};
+use crate::profile;
+
+/// Flags of `sim fleet` (engine flags use vLLM's names).
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Number of pods on consecutive ports from --base-port (ignored with --addresses).
+    #[arg(long, default_value_t = 4)]
+    pub pods: usize,
+    /// First port; 0 = ephemeral ports (the chosen addresses are printed).
+    #[arg(long, default_value_t = 8000)]
+    pub base_port: u16,
+    /// Host the pods bind when --pods/--base-port are used.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Explicit pod addresses, comma-separated ip:port (alias --listen).
+    #[arg(long, alias = "listen", value_delimiter = ',')]
+    pub addresses: Vec<String>,
+    /// Model/GPU profile: qwen3-0.6b-l4 (default) or qwen3-0.6b-a100; sets the defaults below.
+    #[arg(long, default_value = "qwen3-0.6b-l4")]
+    pub profile: String,
+    /// --model of vLLM (the root of /v1/models); default: the profile's model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The model name clients send.
+    #[arg(long, default_value = "qwen3-0.6b")]
+    pub served_model_name: String,
+    /// Token block size of the KV cache.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// KV blocks per pod (vLLM's --num-gpu-blocks-override); default: the profile's.
+    #[arg(long, alias = "num-gpu-blocks-override")]
+    pub num_gpu_blocks: Option<usize>,
+    /// Maximum running requests per step.
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    /// Token budget per step.
+    #[arg(long)]
+    pub max_num_batched_tokens: Option<usize>,
+    /// Context length (prompt + output).
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Turn prefix caching off.
+    #[arg(long)]
+    pub no_enable_prefix_caching: bool,
+    /// Report usage.prompt_tokens_details.cached_tokens (off by default, as in vLLM).
+    #[arg(long)]
+    pub enable_prompt_tokens_details: bool,
+    /// Enable LoRA (implied by --lora-modules).
+    #[arg(long)]
+    pub enable_lora: bool,
+    /// LoRA adapters, name=path, space- or comma-separated.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    pub lora_modules: Vec<String>,
+    /// LoRA slots on the GPU.
+    #[arg(long, default_value_t = 1)]
+    pub max_loras: usize,
+    /// Adapter load time in milliseconds (model time); default: the profile's.
+    #[arg(long)]
+    pub lora_load_ms: Option<f64>,
+    /// vllm:lora_requests_info style: recent (both labels list every active adapter) or split.
+    #[arg(long, default_value = "recent")]
+    pub lora_info_style: String,
+    /// Wall time per model second: 0.1 makes everything 10x faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Fault at start-up: MODE for every pod, or POD=MODE with POD an index or ip:port (repeatable).
+    #[arg(long)]
+    pub fault: Vec<String>,
+    /// Tokio worker threads (1 is plenty for 16 pods).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Limits on the flags, with the reason.
+const MAX_PODS: usize = 256; // one process, one port each; more is a configuration mistake
+const MIN_TIME_SCALE: f64 = 0.001; // below this timer granularity (1 ms) dominates every step
+
+impl FleetArgs {
+    /// The pod addresses the flags name.
+    pub fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        let list: Vec<String> = if self.addresses.is_empty() {
+            if self.pods == 0 || self.pods > MAX_PODS {
+                return Err(format!("--pods must be 1..={MAX_PODS}, got {}", self.pods));
+            }
+            (0..self.pods)
+                .map(|i| {
+                    let port = if self.base_port == 0 { 0 } else { u32::from(self.base_port) + i as u32 };
+                    format!("{}:{port}", self.host)
+                })
+                .collect()
+        } else {
+            self.addresses.clone()
+        };
+        list.iter()
+            .map(|a| {
+                let a = a.trim();
+                a.parse::<SocketAddr>().map_err(|e| format!("bad pod address {a:?} ({e}); expected ip:port"))
+            })
+            .collect()
+    }
+
+    /// The pod configuration the flags describe (faults applied per pod by [`FleetArgs::faults`]).
+    pub fn pod_config(&self) -> Result<PodConfig, String> {
+        let p = profile::by_name(&self.profile)?;
+        if !(self.time_scale >= MIN_TIME_SCALE && self.time_scale.is_finite()) {
+            return Err(format!("--time-scale must be a number >= {MIN_TIME_SCALE}, got {}", self.time_scale));
+        }
+        if self.block_size == 0 || self.block_size > 1024 {
+            return Err(format!("--block-size must be 1..=1024, got {}", self.block_size));
+        }
+        let mut time = p.time;
+        if let Some(ms) = self.lora_load_ms {
+            time.lora_load_s = ms / 1000.0;
+        }
+        let mut lora_modules = Vec::new();
+        for m in &self.lora_modules {
+            let (name, path) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
+            if name.is_empty() {
+                return Err(format!("bad --lora-modules entry {m:?}; expected name=path"));
+            }
+            lora_modules.push((name.to_string(), path.to_string()));
+        }
+        let lora_info_style = match self.lora_info_style.as_str() {
+            "recent" => LoraInfoStyle::Recent,
+            "split" => LoraInfoStyle::Split,
+            other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
+        };
+        let num_gpu_blocks = self.num_gpu_blocks.unwrap_or(p.num_gpu_blocks);
+        if num_gpu_blocks < 2 {
+            return Err("--num-gpu-blocks must be at least 2 (block 0 is the null block)".into());
+        }
+        let max_num_seqs = self.max_num_seqs.unwrap_or(p.max_num_seqs).max(1);
+        let max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(p.max_num_batched_tokens).max(1);
+        Ok(PodConfig {
+            engine: EngineConfig {
+                block_size: self.block_size,
+                num_gpu_blocks,
+                max_num_seqs,
+                max_num_batched_tokens,
+                max_model_len: self.max_model_len.unwrap_or(p.max_model_len).max(2),
+                enable_prefix_caching: !self.no_enable_prefix_caching,
+                max_loras: self.max_loras.max(1),
+                time,
+            },
+            model: self.model.clone().unwrap_or_else(|| p.model.to_string()),
+            served_model_name: self.served_model_name.clone(),
+            lora_modules,
+            enable_lora: self.enable_lora,
+            enable_prompt_tokens_details: self.enable_prompt_tokens_details,
+            time_scale: self.time_scale,
+            lora_info_style,
+            gpu_memory_utilization: p.gpu_memory_utilization,
+            fault: FaultMode::None,
+        })
+    }
+
+    /// The start-up fault of each pod.
+    pub fn faults(&self, addresses: &[SocketAddr]) -> Result<Vec<FaultMode>, String> {
+        let mut out = vec![FaultMode::None; addresses.len()];
+        for f in &self.fault {
+            match f.rsplit_once('=') {
+                None => {
+                    let mode = FaultMode::parse(f)?;
+                    out.iter_mut().for_each(|m| *m = mode);
+                }
+                Some((pod, mode)) => {
+                    let mode = FaultMode::parse(mode)?;
+                    let i = match pod.parse::<usize>() {
+                        Ok(i) if i < addresses.len() => i,
+                        Ok(i) => return Err(format!("--fault pod index {i} out of range (0..{})", addresses.len())),
+                        Err(_) => addresses
+                            .iter()
+                            .position(|a| a.to_string() == pod)
+                            .ok_or_else(|| format!("--fault names {pod:?}, which is not a pod address"))?,
+                    };
+                    out[i] = mode;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A started fleet.
+pub struct Fleet {
+    pub pods: Vec<Arc<Pod>>,
+}
+
+impl Fleet {
+    /// Starts one pod per address on the current runtime.
+    pub async fn start(addresses: &[SocketAddr], config: &PodConfig, faults: &[FaultMode]) -> Result<Fleet, String> {
+        let mut pods = Vec::with_capacity(addresses.len());
+        for (i, a) in addresses.iter().enumerate() {
+            let mut c = config.clone();
+            c.fault = faults.get(i).copied().unwrap_or(FaultMode::None);
+            let pod = Pod::start(*a, c).await.map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            pods.push(pod);
+        }
+        Ok(Fleet { pods })
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        self.pods.iter().map(|p| p.address.to_string()).collect()
+    }
+
+    /// Resolves when every pod has exited.
+    pub async fn all_exited(&self) {
+        for p in &self.pods {
+            p.exited().await;
+        }
+    }
+}
