@@ -407,6 +407,20 @@ mod tests {
     }
 
     #[test]
+    fn config_file_is_read_and_its_errors_name_the_file() {
+        let path = std::env::temp_dir().join(format!("wis-scraper-config-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"static": "127.0.0.1:9001,127.0.0.1:9002", "engine": "trtllm"}"#).unwrap();
+        let o = Options::from_file(&path).unwrap();
+        let s = o.settings().unwrap();
+        assert!(matches!(s.discovery, DiscoverySettings::Static(ref v) if v.len() == 2));
+        assert_eq!(s.vocabulary.engine, Engine::Trtllm);
+        std::fs::write(&path, "interval_ms: 50\n").unwrap();
+        let err = Options::from_file(&path).unwrap_err();
+        assert!(err.contains(&path.display().to_string()) && err.contains("expected JSON"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn metric_overrides_replace_the_engine_defaults() {
         let o = Options {
             static_endpoints: Some("127.0.0.1:1".into()),
