@@ -5,7 +5,7 @@ Used by the end-to-end tests when the Rust simulator is not built (WIS_FLEET=min
 reference for the interface stack.py expects from a fleet:
   POST /v1/chat/completions, /v1/completions   (stream or not; header `x-sim-pod: ip:port`)
   GET  /health, /metrics                       (vLLM metric names: queue, running, KV usage, prefix cache)
-  POST /sim/fault {"kind": "stall"|"exit"|"none"}   stall: hold requests (they queue) until "none";
+  POST /admin/fault {"mode": "stall"|"exit"|"none"}  stall: hold requests (they queue) until "none";
                                                     exit: the pod closes its socket and stops answering
 It models no KV cache or timing beyond a fixed per-token delay; routing tests need only the interface.
 
@@ -78,10 +78,10 @@ class Pod:
                     return
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                if self.path == "/sim/fault":
-                    kind = json.loads(raw or b"{}").get("kind", "none")
+                if self.path == "/admin/fault":
+                    kind = json.loads(raw or b"{}").get("mode", "none")
                     pod.fault(kind)
-                    self.send(200, json.dumps({"pod": pod.address, "fault": kind}).encode())
+                    self.send(200, json.dumps({"mode": kind}).encode())
                     return
                 try:
                     body = json.loads(raw)

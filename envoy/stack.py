@@ -185,12 +185,13 @@ def fleet_kind() -> str:
 
 
 def sim_fault(pod: str, kind: str) -> None:
-    """Injects a fault into one simulated pod: stall (hold requests, they queue), exit (the pod
-    closes its socket), none (clear)."""
+    """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod.rs): stall (requests
+    and the engine hang, /metrics too), error500, close (connections closed unanswered), exit (the pod
+    stops listening and drops its connections), none (clear)."""
     host, port = render.parse_host_port(pod, "pod")
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        conn.request("POST", "/sim/fault", body=json.dumps({"kind": kind}), headers={"content-type": "application/json"})
+        conn.request("POST", "/admin/fault", body=json.dumps({"mode": kind}), headers={"content-type": "application/json"})
         resp = conn.getresponse()
         body = resp.read()
     finally:

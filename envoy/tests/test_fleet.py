@@ -166,23 +166,28 @@ def test_malformed_body_gets_a_400_with_a_json_error(shared_stack):
         assert resp.header(SIM_POD_HEADER) is None, "a malformed request must not reach a pod"
 
 
+def upstream_active(envoy: stack_mod.Envoy) -> int:
+    stats = envoy.stats(r"cluster\.inference-pool\.upstream_rq_active$")
+    return sum(stats.values())
+
+
 def test_load_spreads_when_one_pods_queue_grows(own_stack):
     envoy, pool = own_stack.envoy, own_stack.pool
-    group = 400
+    group, backlog_size = 400, 6
     home = served_by(ask(envoy.listen, group, "warm up"))
-    stack_mod.sim_fault(home, "stall")  # the pod keeps accepting requests but finishes none
+    stack_mod.sim_fault(home, "stall")  # the pod accepts requests but finishes none (its /metrics hangs too)
     stalled: list = []
 
     def backlog(i: int) -> None:
         stalled.append(ask(envoy.listen, group, f"stuck {i}"))
 
-    threads = [threading.Thread(target=backlog, args=(i,), daemon=True) for i in range(6)]
+    threads = [threading.Thread(target=backlog, args=(i,), daemon=True) for i in range(backlog_size)]
     try:
         for t in threads:
             t.start()
-        # The pod's queue is now visible to the plugin (in-flight counts, then the scraped queue).
+        # Requests pile up at the stalled pod; Envoy's own gauge shows when they are all there.
         stack_mod.wait_until(
-            f"queue on {home}", lambda: stack_mod.sim_waiting(home) >= 1, 10.0
+            f"a backlog of {backlog_size} on {home}", lambda: upstream_active(envoy) >= backlog_size, 15.0
         )
         later = [served_by(ask(envoy.listen, group, f"after the backlog {i}")) for i in range(6)]
         moved = [p for p in later if p != home]
