@@ -446,7 +446,7 @@ async fn one_request(shared: &Shared) -> RequestRecord {
         Err(_) => rec.error = Some(format!("timeout after {:.1}s", timeout.as_secs_f64())),
     }
     rec.e2e_s = start.elapsed().as_secs_f64();
-    if rec.itl_s.len() > 0 {
+    if !rec.itl_s.is_empty() {
         rec.itl_mean_s = Some(rec.itl_s.iter().sum::<f64>() / rec.itl_s.len() as f64);
     }
     let reply = rec.ok().then(|| rec.reply.clone());

@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(go_float(12.0), "12.0");
         assert_eq!(go_float(0.4375), "0.4375");
         assert_eq!(go_float(1_204_551.0), "1.204551e+06");
-        assert_eq!(go_float(1_755_610_123.4567), "1.7556101234567e+09");
+        assert_eq!(go_float(1_755_610_123.456_7), "1.7556101234567e+09");
         assert_eq!(go_float(1e-7), "1e-07");
         assert_eq!(go_float(f64::INFINITY), "+Inf");
         assert_eq!(go_float(0.0), "0.0");

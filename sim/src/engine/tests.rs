@@ -74,7 +74,7 @@ fn cached_tokens_stay_below_the_prompt_even_when_every_block_is_cached() {
     let mut engine = Engine::new(config(1_000));
     let mut now = 0.0;
     // Find a prompt whose length is an exact multiple of the block size.
-    let text = (1..400).map(|w| long_prompt("x", w)).find(|t| tokenizer::count(t) % 16 == 0).unwrap();
+    let text = (1..400).map(|w| long_prompt("x", w)).find(|t| tokenizer::count(t).is_multiple_of(16)).unwrap();
     let len = tokenizer::count(&text);
     serve_alone(&mut engine, &mut now, request(1, &text, 4));
     let (_, cached) = serve_alone(&mut engine, &mut now, request(2, &text, 4));
