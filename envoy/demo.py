@@ -3,7 +3,7 @@
 serve a chat workload with shared system prompts; then the same workload goes through plain Envoy
 round-robin on a fresh fleet, and the two are compared.
 
-    envoy/demo.sh [--pods 4] [--groups 4] [--conversations 6] [--turns 4] [--with-ui]
+    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 25] [--with-ui]
 
 envoy/demo.sh builds everything first; this script expects the binaries and .venv to exist.
 """
@@ -23,19 +23,45 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import stack as stack_mod  # noqa: E402
-import workload  # noqa: E402
 
+# Groups listed per pod before "+N more" (a line stays readable on an 80-column terminal).
+GROUPS_SHOWN = 8
 BOLD, DIM, GREEN, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[0m") if sys.stdout.isatty() else ("",) * 4
-PREFIX_HITS = "vllm:prefix_cache_hits_total"
-PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One `sim load` run: its name and flags."""
+
+    name: str
+    args: tuple[str, ...]
+    duration_s: int
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    d = args.duration
+    return [
+        Workload(
+            "shared-prefix",
+            ("--workload", "shared-prefix", "--groups", str(args.groups), "--system-tokens", "1000",
+             "--question-tokens", "100", "--output-tokens", "32", "--concurrency", str(args.concurrency)),
+            d,
+        ),
+        Workload(
+            "multi-turn",
+            ("--workload", "multi-turn", "--groups", str(max(1, args.groups // 2)), "--system-tokens", "600",
+             "--question-tokens", "80", "--output-tokens", "48", "--turns", "5",
+             "--concurrency", str(args.concurrency)),
+            d,
+        ),
+    ]
 
 
 @dataclass
 class PhaseResult:
     name: str
     pool: list[str]
-    result: workload.WorkloadResult
-    hit_rate: float | None  # from the pods' own counters
+    reports: dict[str, dict]  # workload name -> `sim load --out` JSON (summary + records)
     envoy_stats: dict[str, int]
     run_dir: Path
 
@@ -48,54 +74,57 @@ def step(text: str) -> None:
     say(f"{BOLD}==>{RESET} {text}")
 
 
-def progress(label: str):
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 0.5:
-            last[0] = now
-            end = "\n" if done == total else ""
-            bar = "#" * int(30 * done / total)
-            sys.stdout.write(f"\r    {label}: [{bar:<30}] {done}/{total} requests{end}")
+def run_load(stack: stack_mod.Stack, envoy: stack_mod.Envoy, pool: list[str], w: Workload, out: Path, label: str) -> dict:
+    argv = [str(stack_mod.sim_binary()), "load", "--target", envoy.url, *w.args, "--duration", f"{w.duration_s}s",
+            "--fleet", ",".join(pool), "--out", str(out)]
+    proc = stack.spawn(f"load-{w.name}", argv)
+    started = time.monotonic()
+    # Generous bound: the run itself plus draining the last requests.
+    deadline = started + w.duration_s + 60
+    tty = sys.stdout.isatty()
+    last_line = -1.0
+    while proc.alive():
+        if time.monotonic() > deadline:
+            proc.stop()
+            raise stack_mod.StackError(f"sim load {w.name} did not finish{proc.failure_note()}")
+        elapsed = time.monotonic() - started
+        if tty:
+            done = min(1.0, elapsed / w.duration_s)
+            sys.stdout.write(f"\r    {label} {w.name:13s} [{'#' * int(30 * done):<30}] {elapsed:4.0f}/{w.duration_s} s")
             sys.stdout.flush()
-
-    return show
-
-
-def pool_hit_rate(pool: list[str]) -> float | None:
-    hits = queries = 0.0
-    for pod in pool:
-        try:
-            hits += stack_mod.sim_metric(pod, PREFIX_HITS)
-            queries += stack_mod.sim_metric(pod, PREFIX_QUERIES)
-        except (stack_mod.StackError, OSError):
-            return None
-    return hits / queries if queries else None
+        elif elapsed - last_line >= 5:
+            last_line = elapsed
+            say(f"    {label} {w.name}: {elapsed:3.0f}/{w.duration_s} s")
+        time.sleep(0.5)
+    if tty:
+        sys.stdout.write("\n")
+    if proc.popen is None or proc.popen.returncode != 0 or not out.is_file():
+        raise stack_mod.StackError(f"sim load {w.name} failed{proc.failure_note()}")
+    return json.loads(out.read_text())
 
 
-def run_phase(name: str, scenario: str, args: argparse.Namespace, spec: workload.WorkloadSpec, base: Path) -> PhaseResult:
+def run_phase(name: str, scenario: str, args: argparse.Namespace, base: Path) -> PhaseResult:
     run_dir = stack_mod.RunDir(base / name)
     run_dir.path.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, dict] = {}
     with stack_mod.Stack(run_dir) as stack:
-        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods")
-        pool = stack.start_fleet(args.pods, args.fleet_arg)
+        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each)")
+        pool = stack.start_fleet(args.pods, ["--num-gpu-blocks", str(args.kv_blocks), *args.fleet_arg])
         scraper = None
         if scenario == "plugin":
-            step(f"[{name}] starting the scraper (scrapes /metrics of every pod every 50 ms)")
+            step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms)")
             scraper = stack.start_scraper(pool)
-        step(f"[{name}] starting Envoy ({args.workers} workers, scenario {scenario})")
+        step(f"[{name}] starting Envoy ({args.workers} workers{', with the plugin' if scenario == 'plugin' else ''})")
         envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=args.workers)
-        step(f"[{name}] sending the chat workload through {envoy.url}")
-        result = workload.run(envoy.listen, spec, progress(name))
-        hit_rate = pool_hit_rate(pool)
+        step(f"[{name}] sending the chat workloads through {envoy.url}")
+        for w in workloads(args):
+            reports[w.name] = run_load(stack, envoy, pool, w, run_dir.file(f"load-{w.name}.json"), name)
         try:
             envoy_stats = envoy.stats("wasm")
         except (stack_mod.StackError, OSError):
             envoy_stats = {}
-        (run_dir.path / "envoy-stats.json").write_text(json.dumps(envoy_stats, indent=1))
-        (run_dir.path / "requests.json").write_text(json.dumps([r.__dict__ for r in result.records], indent=1))
-    return PhaseResult(name, pool, result, hit_rate, envoy_stats, run_dir.path)
+        run_dir.file("envoy-stats.json").write_text(json.dumps(envoy_stats, indent=1))
+    return PhaseResult(name, pool, reports, envoy_stats, run_dir.path)
 
 
 def pod_label(pool: list[str], address: str | None) -> str:
@@ -104,101 +133,90 @@ def pod_label(pool: list[str], address: str | None) -> str:
     return address or "?"
 
 
-def conversations_table(phase: PhaseResult) -> list[str]:
+def groups_table(phase: PhaseResult, workload: str) -> list[str]:
+    """Which pod served which system-prompt group (g<N>), with the share of the group's requests."""
+    records = [r for r in phase.reports[workload]["records"] if r["status"] == 200 and not r.get("error")]
+    by_group: dict[int, Counter] = defaultdict(Counter)
+    for r in records:
+        by_group[r["group"]][pod_label(phase.pool, r.get("served_by"))] += 1
     by_pod: dict[str, list[str]] = defaultdict(list)
-    split = 0
-    convs: dict[str, Counter] = defaultdict(Counter)
-    for r in phase.result.ok():
-        convs[r.conversation][pod_label(phase.pool, r.pod)] += 1
-    for conv, pods in sorted(convs.items()):
-        main_pod, _ = pods.most_common(1)[0]
-        mark = "" if len(pods) == 1 else "*"
-        split += len(pods) > 1
-        by_pod[main_pod].append(conv + mark)
+    for g, pods in sorted(by_group.items()):
+        total = sum(pods.values())
+        for pod, n in pods.most_common():
+            share = n / total
+            if share >= 0.1:
+                by_pod[pod].append(f"g{g}" + ("" if share > 0.9 else f"({share:.0%})"))
     lines = []
-    for i in range(len(phase.pool)):
+    for i, address in enumerate(phase.pool):
         label = f"pod-{i + 1}"
+        per_pod = phase.reports[workload]["summary"]["per_pod"].get(address, 0)
         names = by_pod.get(label, [])
-        lines.append(f"    {label} ({phase.pool[i]}): {len(names):2d} conversations  {DIM}{' '.join(names)}{RESET}")
-    lines.append(f"    {split} of {len(convs)} conversations moved between pods (marked *)")
+        shown = " ".join(names[:GROUPS_SHOWN]) + (f" +{len(names) - GROUPS_SHOWN} more" if len(names) > GROUPS_SHOWN else "")
+        lines.append(f"    {label} {address:>21s} {per_pod:5d} requests, {len(names):2d} groups: {DIM}{shown}{RESET}")
+    spread = sum(len(p) for p in by_group.values()) / max(1, len(by_group))
+    lines.append(f"    pods per group (1.00 = every system prompt stays on one pod): {spread:.2f}")
     return lines
 
 
-def group_spread(phase: PhaseResult) -> float:
-    """Mean number of pods that served one system-prompt group: 1.0 = every group pinned to one pod."""
-    pods: dict[int, set[str]] = defaultdict(set)
-    for r in phase.result.ok():
-        pods[r.group].add(r.pod or "?")
-    return sum(len(p) for p in pods.values()) / max(1, len(pods))
+def summary(phase: PhaseResult, workload: str) -> dict:
+    return phase.reports[workload]["summary"]
 
 
-def ttft_ms(phase: PhaseResult, p: float) -> float | None:
-    values = [r.ttft_s for r in phase.result.ok() if r.ttft_s is not None]
-    v = workload.percentile(values, p)
-    return None if v is None else v * 1000
+def ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 1000:.0f} ms"
 
 
-def usage_hit_rate(phase: PhaseResult) -> float | None:
-    rows = [r for r in phase.result.ok() if r.prompt_tokens and r.cached_tokens is not None]
-    if not rows:
-        return None
-    return sum(r.cached_tokens for r in rows) / sum(r.prompt_tokens for r in rows)
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
-def fmt_ms(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:8.1f} ms"
-
-
-def fmt_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:5.1f} %"
-
-
-def report(phases: list[PhaseResult], spec: workload.WorkloadSpec) -> None:
+def report(phases: list[PhaseResult], args: argparse.Namespace) -> None:
+    names = [w.name for w in workloads(args)]
     say()
-    say(f"{BOLD}Workload{RESET}: {spec.groups} system prompts (~{spec.system_prompt_chars // 4} tokens each) x "
-        f"{spec.conversations_per_group} conversations x {spec.turns} turns, {spec.concurrency} conversations at once")
+    say(f"{BOLD}Which pod served which system prompt{RESET} (shared-prefix workload, {args.groups} prompts "
+        "of ~1,000 tokens; gN(x%) = part of a group)")
     for phase in phases:
-        say()
-        say(f"{BOLD}{phase.name}{RESET}: which pod served which conversation (g<prompt>-c<conversation>)")
-        for line in conversations_table(phase):
+        say(f"  {BOLD}{phase.name}{RESET}")
+        for line in groups_table(phase, "shared-prefix"):
             say(line)
     say()
-    header = f"    {'':28s}" + "".join(f"{p.name:>22s}" for p in phases)
-    say(f"{BOLD}Side by side{RESET}")
-    say(header)
+    say(f"{BOLD}Side by side{RESET} (same fleet size and workload, a fresh fleet per proxy)")
     rows = [
-        ("requests ok / errors", lambda p: f"{len(p.result.ok())} / {len(p.result.errors())}"),
-        ("prefix-cache hit rate", lambda p: fmt_pct(p.hit_rate if p.hit_rate is not None else usage_hit_rate(p))),
-        ("pods per system prompt", lambda p: f"{group_spread(p):.2f}"),
-        ("TTFT p50", lambda p: fmt_ms(ttft_ms(p, 50))),
-        ("TTFT p90", lambda p: fmt_ms(ttft_ms(p, 90))),
-        ("TTFT p99", lambda p: fmt_ms(ttft_ms(p, 99))),
-        ("wall time", lambda p: f"{p.result.wall_s:7.1f} s"),
+        ("requests ok / errors", lambda s: f"{s['ok']} / {s['errors']}"),
+        ("prefix-cache hit rate", lambda s: pct(s.get("prefix_cache_hit_rate"))),
+        ("TTFT p50", lambda s: ms(s["ttft_s"].get("p50"))),
+        ("TTFT p90", lambda s: ms(s["ttft_s"].get("p90"))),
+        ("TTFT p99", lambda s: ms(s["ttft_s"].get("p99"))),
+        ("output tokens/s", lambda s: f"{s['output_tokens_per_s']:.0f}"),
     ]
-    for label, fn in rows:
-        say(f"    {label:28s}" + "".join(f"{fn(p):>22s}" for p in phases))
+    for w in names:
+        say(f"  {w:26s}" + "".join(f"{p.name:>16s}" for p in phases))
+        for label, fn in rows:
+            say(f"    {label:24s}" + "".join(f"{fn(summary(p, w)):>16s}" for p in phases))
 
     if len(phases) == 2:
         ours, rr = phases
         say()
         say(f"{BOLD}What the scheduler gained{RESET}")
-        h_ours = ours.hit_rate if ours.hit_rate is not None else usage_hit_rate(ours)
-        h_rr = rr.hit_rate if rr.hit_rate is not None else usage_hit_rate(rr)
-        if h_ours is not None and h_rr is not None:
-            say(f"    prefix-cache hits: {fmt_pct(h_ours).strip()} vs {fmt_pct(h_rr).strip()} with round-robin: "
-                "each system prompt is prefilled once per pod it lands on, and the plugin keeps it on one.")
-        for p in (50, 90):
-            a, b = ttft_ms(ours, p), ttft_ms(rr, p)
-            if a and b:
-                say(f"    TTFT p{p}: {a:.0f} ms vs {b:.0f} ms ({GREEN}{b / a:.1f}x lower{RESET})" if b > a else
-                    f"    TTFT p{p}: {a:.0f} ms vs {b:.0f} ms (no gain on this run)")
-        say(f"    pods per system prompt: {group_spread(ours):.2f} vs {group_spread(rr):.2f} "
-            "(1.00 = every group pinned; load can still move a busy group on purpose)")
-    plugin_stats = {k: v for k, v in phases[0].envoy_stats.items() if v}
+        for w in names:
+            a, b = summary(ours, w), summary(rr, w)
+            parts = []
+            ha, hb = a.get("prefix_cache_hit_rate"), b.get("prefix_cache_hit_rate")
+            if ha is not None and hb is not None:
+                parts.append(f"prefix-cache hits {pct(ha)} vs {pct(hb)}")
+            for q in ("p50", "p90"):
+                ta, tb = a["ttft_s"].get(q), b["ttft_s"].get(q)
+                if ta and tb:
+                    gain = f"{GREEN}{tb / ta:.1f}x lower{RESET}" if tb > ta else "no gain"
+                    parts.append(f"TTFT {q} {ms(ta)} vs {ms(tb)} ({gain})")
+            say(f"    {w}: " + "; ".join(parts))
+        say("    Round-robin prefills every system prompt on every pod and evicts them from each other's KV")
+        say("    cache; the plugin keeps each prompt on one pod (and moves it only when that pod is busy).")
+    plugin_stats = {k: v for k, v in phases[0].envoy_stats.items() if v and "wis." in k}
     if plugin_stats:
         say()
-        say(f"{BOLD}Plugin stats from Envoy{RESET} (admin /stats?filter=wasm, non-zero):")
-        for k, v in sorted(plugin_stats.items())[:30]:
+        say(f"{BOLD}Plugin stats from Envoy{RESET} (admin /stats?filter=wasm, non-zero)")
+        for k, v in sorted(plugin_stats.items())[:25]:
             say(f"    {k} = {v}")
 
 
@@ -231,17 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="In-proxy LLM scheduling vs round-robin, on a simulated fleet.")
     p.add_argument("--pods", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="Envoy worker threads")
-    p.add_argument("--groups", type=int, default=4, help="distinct shared system prompts")
-    p.add_argument("--conversations", type=int, default=6, help="conversations per system prompt")
-    p.add_argument("--turns", type=int, default=4)
-    p.add_argument("--concurrency", type=int, default=12, help="conversations in flight")
+    p.add_argument("--groups", type=int, default=32, help="distinct shared system prompts")
+    p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    p.add_argument("--duration", type=int, default=25, help="seconds per workload run")
+    p.add_argument("--kv-blocks", type=int, default=1200,
+                   help="KV blocks per pod (16 tokens each): small enough that no pod can cache every prompt")
     p.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
     p.add_argument("--skip-round-robin", action="store_true", help="run only the plugin phase")
     p.add_argument("--with-ui", action="store_true", help="afterwards, start the chat UI (chat/serve.sh) on a live stack")
     args = p.parse_args(argv)
 
-    spec = workload.WorkloadSpec(groups=args.groups, conversations_per_group=args.conversations, turns=args.turns,
-                                 concurrency=args.concurrency)
     base = stack_mod.RunDir.create("demo").path
 
     def on_term(signum: int, _frame: object) -> None:
@@ -251,14 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     started = time.monotonic()
     try:
-        phases = [run_phase("plugin", "plugin", args, spec, base)]
+        phases = [run_phase("plugin", "plugin", args, base)]
         if not args.skip_round_robin:
-            phases.append(run_phase("round-robin", "round-robin", args, spec, base))
-        report(phases, spec)
+            phases.append(run_phase("round-robin", "round-robin", args, base))
+        report(phases, args)
         say()
         say(f"{BOLD}Where to look next{RESET}")
         say(f"    logs and configs of this run: {base}/<phase>/ (envoy.log, envoy-access.log, envoy.yaml, fleet.log, scraper.log)")
-        say(f"    per-request records: {base}/plugin/requests.json; plugin stats: {base}/plugin/envoy-stats.json")
+        say(f"    every request of a run: {base}/<phase>/load-<workload>.json; plugin stats: {base}/plugin/envoy-stats.json")
         say("    live stats while a stack runs: curl 'http://<admin>/stats?filter=wasm' "
             "(python3 envoy/stack.py up prints the admin address)")
         say("    README: 'How it works', 'Envoy configuration that matters', 'Configuration'; envoy/render.py for every config")
