@@ -219,3 +219,49 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    }
+
+    fn args(argv: &[&str]) -> FleetArgs {
+        Cli::try_parse_from(std::iter::once("sim").chain(argv.iter().copied())).unwrap().fleet
+    }
+
+    #[test]
+    fn pods_take_consecutive_ports_or_explicit_addresses() {
+        let a = args(&["--pods", "3", "--base-port", "9000"]).addresses().unwrap();
+        assert_eq!(a.iter().map(|x| x.port()).collect::<Vec<_>>(), vec![9000, 9001, 9002]);
+        let a = args(&["--listen", "127.0.0.1:1,127.0.0.1:2"]).addresses().unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(args(&["--addresses", "nonsense"]).addresses().is_err());
+    }
+
+    #[test]
+    fn faults_apply_to_all_pods_or_one_by_index_or_address() {
+        let addrs = args(&["--pods", "3", "--base-port", "9000"]).addresses().unwrap();
+        let f =
+            args(&["--fault", "stall", "--fault", "1=none", "--fault", "127.0.0.1:9002=exit"]).faults(&addrs).unwrap();
+        assert_eq!(f, vec![FaultMode::Stall, FaultMode::None, FaultMode::Exit]);
+        assert!(args(&["--fault", "5=stall"]).faults(&addrs).is_err());
+        assert!(args(&["--fault", "melt"]).faults(&addrs).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_profile_and_bad_values_are_refused() {
+        let c = args(&["--num-gpu-blocks", "100", "--lora-modules", "a=/x", "b=/y", "--time-scale", "0.5"])
+            .pod_config()
+            .unwrap();
+        assert_eq!(c.engine.num_gpu_blocks, 100);
+        assert_eq!(c.lora_modules, vec![("a".to_string(), "/x".to_string()), ("b".to_string(), "/y".to_string())]);
+        assert!(args(&["--time-scale", "0"]).pod_config().is_err());
+        assert!(args(&["--profile", "h100"]).pod_config().is_err());
+    }
+}
