@@ -157,7 +157,15 @@ def circuit_breakers() -> dict[str, Any]:
     limit = CIRCUIT_BREAKER_LIMIT
     return {
         "thresholds": [
-            {"priority": "DEFAULT", "max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+            {
+                "priority": "DEFAULT",
+                "max_connections": limit,
+                "max_pending_requests": limit,
+                "max_requests": limit,
+                # Default 3: with a pod gone, every in-flight request retries at once and the 4th
+                # would fail with UO (overflow) instead of moving to its fallback.
+                "max_retries": limit,
+            }
         ]
     }
 
@@ -189,7 +197,6 @@ def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
         # A headless Service resolves to every ready pod; STRICT_DNS makes each address a member.
         cluster["type"] = "STRICT_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
-        cluster["dns_refresh_rate"] = "5s"
         endpoints = lb_endpoints([opts.pool_dns or ""], "--pool-dns", need_ip=False)
     else:
         cluster["type"] = "STATIC"

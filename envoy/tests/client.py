@@ -55,6 +55,7 @@ def chat(
     *,
     model: str = "qwen3-0.6b",
     headers: dict[str, str] | None = None,
+    timeout: float = REQUEST_TIMEOUT_S,
     **extra: Any,
 ) -> Response:
     return request(
@@ -63,6 +64,7 @@ def chat(
         "/v1/chat/completions",
         chat_body(messages, model, **extra),
         {"content-type": "application/json", **(headers or {})},
+        timeout=timeout,
     )
 
 

@@ -116,6 +116,13 @@ def test_plain_scenarios_have_no_filter_and_the_named_policy(scenario, policy):
         "envoy.retry_host_predicates.previous_hosts"
 
 
+@pytest.mark.parametrize("scenario", render.SCENARIOS)
+def test_circuit_breakers_let_every_in_flight_request_retry(scenario):
+    config = render.render(options(scenario))
+    limits = cluster(config, render.POOL_CLUSTER)["circuit_breakers"]["thresholds"][0]
+    assert limits["max_retries"] >= 1000 and limits["max_requests"] >= 1000 and limits["max_pending_requests"] >= 1000
+
+
 def test_no_filter_scenario_is_the_override_host_cluster_alone():
     config = render.render(options("no-filter"))
     assert filter_names(config) == ["envoy.filters.http.router"]
