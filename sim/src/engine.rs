@@ -361,17 +361,19 @@ impl Engine {
                     self.waiting.push_front(seq);
                     break;
                 };
-                if self.config.enable_prefix_caching {
-                    self.stats.prefix_cache_queries += prompt_len as u64;
-                    self.stats.prefix_cache_hits += hit_tokens as u64;
-                }
                 seq.blocks = held;
                 seq.blocks.extend(new);
                 seq.hashes = prompt_hashes[..hit_blocks].to_vec();
                 seq.cached_blocks = hit_blocks;
                 seq.num_computed = hit_tokens;
-                seq.hit_tokens = hit_tokens;
+                // A preempted request being resumed is not counted again (vLLM keeps preempted
+                // queries out of the Prometheus counters) and keeps its first `cached_tokens`.
                 if seq.scheduled_at.is_none() {
+                    if self.config.enable_prefix_caching {
+                        self.stats.prefix_cache_queries += prompt_len as u64;
+                        self.stats.prefix_cache_hits += hit_tokens as u64;
+                    }
+                    seq.hit_tokens = hit_tokens;
                     seq.scheduled_at = Some(now);
                     self.stats.queue_time.observe(now - seq.arrival);
                 }
