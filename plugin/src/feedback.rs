@@ -81,8 +81,12 @@ fn number_after(haystack: &[u8], key: &[u8]) -> Option<u32> {
     if rest[colon] != b':' {
         return None;
     }
-    let digits: Vec<u8> =
-        rest[colon + 1..].iter().skip_while(|b| b.is_ascii_whitespace()).take_while(|b| b.is_ascii_digit()).copied().collect();
+    let digits: Vec<u8> = rest[colon + 1..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
@@ -119,24 +123,24 @@ pub fn parse_orca(header: &str) -> OrcaLoad {
     };
     if let Some(text) = header.strip_prefix("TEXT") {
         for pair in text.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                if let Ok(v) = v.trim().parse::<f64>() {
-                    assign(k, v);
-                }
+            if let Some((k, v)) = pair.split_once('=')
+                && let Ok(v) = v.trim().parse::<f64>()
+            {
+                assign(k, v);
             }
         }
-    } else if let Some(json) = header.strip_prefix("JSON") {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(json.trim()) {
-            for (k, v) in &map {
-                match v {
-                    serde_json::Value::Number(n) => assign(k, n.as_f64().unwrap_or(f64::NAN)),
-                    serde_json::Value::Object(named) if k == "named_metrics" => {
-                        for (k, v) in named {
-                            assign(k, v.as_f64().unwrap_or(f64::NAN));
-                        }
+    } else if let Some(json) = header.strip_prefix("JSON")
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(json.trim())
+    {
+        for (k, v) in &map {
+            match v {
+                serde_json::Value::Number(n) => assign(k, n.as_f64().unwrap_or(f64::NAN)),
+                serde_json::Value::Object(named) if k == "named_metrics" => {
+                    for (k, v) in named {
+                        assign(k, v.as_f64().unwrap_or(f64::NAN));
                     }
-                    _ => {}
                 }
+                _ => {}
             }
         }
     }
@@ -162,7 +166,10 @@ mod tests {
         for chunk in stream.as_bytes().chunks(7) {
             tail.push(chunk);
         }
-        assert_eq!(scan_usage(tail.as_bytes()), Some(ReportedUsage { prompt_tokens: Some(64), cached_tokens: Some(48) }));
+        assert_eq!(
+            scan_usage(tail.as_bytes()),
+            Some(ReportedUsage { prompt_tokens: Some(64), cached_tokens: Some(48) })
+        );
     }
 
     #[test]
@@ -183,9 +190,13 @@ mod tests {
 
     #[test]
     fn parses_orca_text_and_json() {
-        let text = parse_orca("TEXT cpu_utilization=0.5, named_metrics.kv_cache_usage_perc=0.25, named_metrics.num_requests_waiting=3");
+        let text = parse_orca(
+            "TEXT cpu_utilization=0.5, named_metrics.kv_cache_usage_perc=0.25, named_metrics.num_requests_waiting=3",
+        );
         assert_eq!(text, OrcaLoad { kv_cache_usage: Some(0.25), waiting_requests: Some(3), running_requests: None });
-        let json = parse_orca(r#"JSON {"cpu_utilization":0.1,"named_metrics":{"num_requests_running":7,"kv_cache_usage_perc":2.0}}"#);
+        let json = parse_orca(
+            r#"JSON {"cpu_utilization":0.1,"named_metrics":{"num_requests_running":7,"kv_cache_usage_perc":2.0}}"#,
+        );
         assert_eq!(json, OrcaLoad { kv_cache_usage: Some(1.0), waiting_requests: None, running_requests: Some(7) });
         assert!(parse_orca("BIN garbage").is_empty());
         assert!(parse_orca("TEXT named_metrics.num_requests_waiting=-1, x").is_empty());

@@ -58,7 +58,8 @@ pub struct PoolSnapshot {
 pub struct Endpoint {
     /// `ip:port` of the model server, exactly what goes into `x-gateway-destination-endpoint`.
     pub address: String,
-    /// Discovery says ready and the last scrape succeeded.
+    /// Discovery says ready, at least one scrape succeeded, and fewer than the scraper's
+    /// `--unhealthy-after` scrapes in a row have failed since.
     pub healthy: bool,
     /// The latest scrape failed; `metrics` are the last good values.
     #[serde(default)]
@@ -205,10 +206,10 @@ impl EndpointMetrics {
     fn sanitize(&mut self) {
         self.kv_cache_usage = if self.kv_cache_usage.is_finite() { self.kv_cache_usage.clamp(0.0, 1.0) } else { 0.0 };
         for counter in [&mut self.prefix_cache_queries_total, &mut self.prefix_cache_hits_total] {
-            if let Some(v) = counter {
-                if !v.is_finite() || *v < 0.0 {
-                    *counter = None;
-                }
+            if let Some(v) = counter
+                && (!v.is_finite() || *v < 0.0)
+            {
+                *counter = None;
             }
         }
         if let Some(lora) = &mut self.lora {

@@ -262,10 +262,10 @@ impl SharedStore for MemoryStore {
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         let mut entries = self.entries.borrow_mut();
-        if let (Some(expected), Some((_, current))) = (cas, entries.get(key)) {
-            if expected != *current {
-                return Err(StoreError::CasMismatch);
-            }
+        if let (Some(expected), Some((_, current))) = (cas, entries.get(key))
+            && expected != *current
+        {
+            return Err(StoreError::CasMismatch);
         }
         let version = self.next_cas.get().wrapping_add(1).max(1);
         self.next_cas.set(version);

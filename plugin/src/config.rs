@@ -1,0 +1,446 @@
+//! The plugin's configuration: Envoy's `PluginConfig.configuration`, JSON.
+//!
+//! Every field has a default, so `{}` is a complete configuration: llm-d's default profile
+//! (prefix-cache 3, queue 2, kv-cache-utilization 2, max-score picker, saturation filter), the two
+//! OpenAI inference paths, and the limits below. Unknown fields are errors (a typo must not silently
+//! fall back to a default), and every error names the field path, e.g.
+//! `endpointPickerConfig.plugins[2].parameters.queueThreshold: invalid type: string "x", expected u32`.
+//! The reference with a complete example is `plugin/CONFIG.md`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where the filter runs, which decides which host calls it may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Full endpoint picker: shared data, timers, outbound calls, metrics.
+    #[default]
+    Envoy,
+    /// Google Cloud Service Extensions: none of those exist; stateless model extraction and
+    /// prefix-affinity key only.
+    ServiceExtensions,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PluginConfig {
+    pub mode: Mode,
+    /// llm-d's `EndpointPickerConfig`; absent = the llm-d guide's default profile.
+    pub endpoint_picker_config: Option<EndpointPickerConfig>,
+    pub pool: PoolConfig,
+    pub models: ModelsConfig,
+    /// Objective name (header `x-gateway-inference-objective`) → priority; below zero is sheddable.
+    pub objectives: BTreeMap<String, i32>,
+    /// Priority of a request that names no known objective.
+    pub default_priority: i32,
+    pub limits: Limits,
+    /// Request paths (query string ignored) that are scheduled; others pass through untouched.
+    pub inference_paths: Vec<String>,
+    pub headers: HeaderNames,
+    /// Adds a header naming the chosen endpoint and each scorer's score (to the upstream request
+    /// and the response). Off by default: it reveals pool addresses to clients.
+    pub debug_header: bool,
+    pub shared_state: SharedStateConfig,
+    /// Resolved from the `prefix-cache-scorer` plugin's parameters (or defaults) after parsing.
+    #[serde(skip)]
+    pub prefix: PrefixSettings,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Envoy,
+            endpoint_picker_config: None,
+            pool: PoolConfig::default(),
+            models: ModelsConfig::default(),
+            objectives: BTreeMap::new(),
+            default_priority: 0,
+            limits: Limits::default(),
+            inference_paths: vec!["/v1/completions".into(), "/v1/chat/completions".into()],
+            headers: HeaderNames::default(),
+            debug_header: false,
+            shared_state: SharedStateConfig::default(),
+            prefix: PrefixSettings::default(),
+        }
+    }
+}
+
+/// llm-d's `EndpointPickerConfig`, as its users write it (converted from YAML to JSON).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointPickerConfig {
+    /// Accepted and ignored, so an llm-d file carries over as is.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub plugins: Vec<PluginSpec>,
+    #[serde(default)]
+    pub scheduling_profiles: Vec<ProfileSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginSpec {
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    /// Reference name for profiles; defaults to the type.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+}
+
+impl PluginSpec {
+    pub fn reference(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.plugin_type)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileSpec {
+    pub name: String,
+    pub plugins: Vec<PluginRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginRef {
+    pub plugin_ref: String,
+    /// Scorer weight; llm-d's default is 1. Ignored for filters and pickers.
+    #[serde(default)]
+    pub weight: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Static pool members (`ip:port`), used until the first snapshot arrives and whenever no
+    /// snapshot cluster is configured.
+    pub endpoints: Vec<String>,
+    /// Envoy cluster of the scraper sidecar; none = static endpoints only.
+    pub snapshot_cluster: Option<String>,
+    /// Path of the scraper's snapshot.
+    pub snapshot_path: String,
+    /// `:authority` of the snapshot request.
+    pub snapshot_authority: String,
+    /// How often the snapshot is fetched (and each VM refreshes): llm-d's 50 ms refresh.
+    pub refresh_interval_ms: u64,
+    /// A snapshot call slower than this is abandoned; routing goes on with the last snapshot.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            snapshot_cluster: None,
+            snapshot_path: "/snapshot".into(),
+            snapshot_authority: "scraper".into(),
+            refresh_interval_ms: 50,
+            fetch_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Base model names the pool serves; empty together with `adapters` = accept any model.
+    pub served: Vec<String>,
+    /// LoRA adapters the pool serves; a request naming one is routed with LoRA affinity.
+    pub adapters: Vec<String>,
+}
+
+impl ModelsConfig {
+    pub fn accepts_any(&self) -> bool {
+        self.served.is_empty() && self.adapters.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body buffered: long-context chat requests reach a few MiB; beyond this → 413.
+    pub max_body_bytes: usize,
+    /// Approximate characters per token, to turn token block sizes into character blocks (llm-d: 4).
+    pub chars_per_token: u32,
+    /// Fallback endpoints listed after the primary, for Envoy's retries.
+    pub fallback_count: usize,
+    /// Leading prompt blocks that identify a conversation (≈ 512 characters): the key for
+    /// rendezvous placement of new prefixes and the Service Extensions affinity key.
+    pub affinity_key_blocks: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 4 * 1024 * 1024, chars_per_token: 4, fallback_count: 2, affinity_key_blocks: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HeaderNames {
+    /// The Endpoint Picker Protocol's destination header.
+    pub destination: String,
+    /// Subset hint: comma-separated `ip:port` the choice is restricted to.
+    pub subset: String,
+    /// Names the request's objective (priority).
+    pub objective: String,
+    /// Session-affinity token this filter returns on responses and reads on requests.
+    pub session: String,
+    /// Model name header set in Service Extensions mode, for HTTPRoute matching.
+    pub model: String,
+    /// Prefix-affinity key set in Service Extensions mode, for the load balancer's hashing.
+    pub affinity_key: String,
+    /// Debug header (only with `debugHeader: true`).
+    pub debug: String,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        Self {
+            destination: "x-gateway-destination-endpoint".into(),
+            subset: "x-gateway-destination-endpoint-subset".into(),
+            objective: "x-gateway-inference-objective".into(),
+            session: "x-session-token".into(),
+            model: "x-gateway-model-name".into(),
+            affinity_key: "x-gateway-prefix-affinity-key".into(),
+            debug: "x-wis-decision".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SharedStateConfig {
+    /// Slots of the routing log in shared data: how far a worker may fall behind before it loses
+    /// events. Each slot holds one event (≤ 4 KiB), so 1024 slots bound the log to ~4 MiB.
+    pub log_slots: u32,
+}
+
+impl Default for SharedStateConfig {
+    fn default() -> Self {
+        Self { log_slots: 1024 }
+    }
+}
+
+/// Prefix hashing and index sizing, from the `prefix-cache-scorer` parameters (llm-d names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefixSettings {
+    /// Tokens per block (vLLM's default block size).
+    pub block_size_tokens: u32,
+    /// Blocks hashed per request at most (llm-d: 256): bounds per-request CPU on long prompts.
+    pub max_prefix_blocks: usize,
+    /// Blocks remembered per endpoint when the pod does not report its KV block count (llm-d:
+    /// 31,250, about 500K tokens).
+    pub lru_capacity_per_server: usize,
+    /// Blocks remembered in total across endpoints: bounds the index's memory in every VM.
+    pub max_total_blocks: usize,
+}
+
+impl Default for PrefixSettings {
+    fn default() -> Self {
+        Self {
+            block_size_tokens: 16,
+            max_prefix_blocks: 256,
+            lru_capacity_per_server: 31_250,
+            max_total_blocks: 1_000_000,
+        }
+    }
+}
+
+impl PrefixSettings {
+    pub fn block_chars(&self, limits: &Limits) -> usize {
+        (self.block_size_tokens as usize).saturating_mul(limits.chars_per_token.max(1) as usize).max(1)
+    }
+}
+
+/// A configuration that cannot be used, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Deserializes `T` from a JSON value, reporting the field path under `prefix` on error.
+pub fn parse_parameters<T: serde::de::DeserializeOwned + Default>(
+    value: &serde_json::Value,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { prefix.to_string() } else { format!("{prefix}.{inner}") };
+        ConfigError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// Parameters of `prefix-cache-scorer` that size the index (the scorer reads the rest).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct PrefixIndexParameters {
+    block_size_tokens: u32,
+    max_prefix_blocks_to_match: usize,
+    lru_capacity_per_server: usize,
+    max_total_blocks: usize,
+}
+
+impl Default for PrefixIndexParameters {
+    fn default() -> Self {
+        let d = PrefixSettings::default();
+        Self {
+            block_size_tokens: d.block_size_tokens,
+            max_prefix_blocks_to_match: d.max_prefix_blocks,
+            lru_capacity_per_server: d.lru_capacity_per_server,
+            max_total_blocks: d.max_total_blocks,
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Parses and validates; the error names the field path and what was expected.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let mut config: PluginConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        for (i, endpoint) in self.pool.endpoints.iter().enumerate() {
+            if endpoint.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new(
+                    format!("pool.endpoints[{i}]"),
+                    format!("{endpoint:?} is not ip:port (override_host needs an address, not a name)"),
+                ));
+            }
+        }
+        if self.pool.refresh_interval_ms == 0 {
+            return Err(ConfigError::new("pool.refreshIntervalMs", "must be at least 1"));
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(ConfigError::new("limits.maxBodyBytes", "must be at least 1"));
+        }
+        if self.shared_state.log_slots == 0 {
+            return Err(ConfigError::new("sharedState.logSlots", "must be at least 1"));
+        }
+        if self.inference_paths.iter().any(|p| !p.starts_with('/')) {
+            return Err(ConfigError::new("inferencePaths", "every path must start with '/'"));
+        }
+        if let Some(epc) = &self.endpoint_picker_config {
+            for (i, plugin) in epc.plugins.iter().enumerate() {
+                if plugin.plugin_type == "prefix-cache-scorer" {
+                    let path = format!("endpointPickerConfig.plugins[{i}].parameters");
+                    let p: PrefixIndexParameters = parse_parameters(&plugin.parameters, &path)?;
+                    if p.block_size_tokens == 0 || p.max_prefix_blocks_to_match == 0 {
+                        return Err(ConfigError::new(path, "blockSizeTokens and maxPrefixBlocksToMatch must be ≥ 1"));
+                    }
+                    self.prefix = PrefixSettings {
+                        block_size_tokens: p.block_size_tokens,
+                        max_prefix_blocks: p.max_prefix_blocks_to_match,
+                        lru_capacity_per_server: p.lru_capacity_per_server.max(1),
+                        max_total_blocks: p.max_total_blocks.max(1),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The priority of a request naming `objective`.
+    pub fn priority_of(&self, objective: Option<&str>) -> i32 {
+        objective.and_then(|o| self.objectives.get(o).copied()).unwrap_or(self.default_priority)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_configuration_is_complete() {
+        let config = PluginConfig::from_json(b"{}").unwrap();
+        assert_eq!(config.mode, Mode::Envoy);
+        assert_eq!(config.inference_paths, vec!["/v1/completions", "/v1/chat/completions"]);
+        assert_eq!(config.headers.destination, "x-gateway-destination-endpoint");
+        assert_eq!(config.prefix, PrefixSettings::default());
+        assert_eq!(config.pool.refresh_interval_ms, 50);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_naming_the_field() {
+        let err = PluginConfig::from_json(br#"{"pool":{"refreshIntervalMS":10}}"#).unwrap_err();
+        assert_eq!(err.path, "pool.refreshIntervalMS");
+        assert!(err.message.contains("unknown field `refreshIntervalMS`"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_nested_path() {
+        let err = PluginConfig::from_json(
+            br#"{"endpointPickerConfig":{"plugins":[{"type":"queue-scorer"},{"type":"prefix-cache-scorer","parameters":{"blockSizeTokens":"x"}}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "endpointPickerConfig.plugins[1].parameters.blockSizeTokens");
+        assert!(err.to_string().contains("expected u32"), "{err}");
+    }
+
+    #[test]
+    fn static_endpoints_must_be_addresses() {
+        let err = PluginConfig::from_json(br#"{"pool":{"endpoints":["10.0.0.1:8000","vllm:8000"]}}"#).unwrap_err();
+        assert_eq!(err.path, "pool.endpoints[1]");
+    }
+
+    #[test]
+    fn mode_and_prefix_settings_are_read() {
+        let config = PluginConfig::from_json(
+            br#"{"mode":"service-extensions","endpointPickerConfig":{"plugins":[{"type":"prefix-cache-scorer","parameters":{"blockSizeTokens":32,"maxPrefixBlocksToMatch":64,"lruCapacityPerServer":1000}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.mode, Mode::ServiceExtensions);
+        assert_eq!(config.prefix.block_size_tokens, 32);
+        assert_eq!(config.prefix.max_prefix_blocks, 64);
+        assert_eq!(config.prefix.lru_capacity_per_server, 1000);
+        assert_eq!(config.prefix.block_chars(&config.limits), 128);
+    }
+
+    #[test]
+    fn objectives_give_priorities() {
+        let config = PluginConfig::from_json(br#"{"objectives":{"batch":-1,"chat":10},"defaultPriority":0}"#).unwrap();
+        assert_eq!(config.priority_of(Some("batch")), -1);
+        assert_eq!(config.priority_of(Some("chat")), 10);
+        assert_eq!(config.priority_of(Some("other")), 0);
+        assert_eq!(config.priority_of(None), 0);
+    }
+
+    #[test]
+    fn not_json_is_an_error() {
+        assert!(PluginConfig::from_json(b"mode: envoy").is_err());
+    }
+}

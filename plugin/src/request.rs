@@ -1,0 +1,558 @@
+//! OpenAI request bodies → [`SchedulingRequest`].
+//!
+//! Reads only what scheduling needs: `model`, the prompt text (chat `messages` with string or
+//! array-of-parts content, or completions `prompt`), `stream`, `stream_options.include_usage`,
+//! `cache_salt` and `user`. The body is validated as JSON in full, but prompt strings are borrowed
+//! from the body as raw JSON and only their first `max_prefix_blocks × block chars` characters are
+//! unescaped and copied, so a 400 KB prompt costs about what a 16 KB one does.
+
+use crate::config::PluginConfig;
+use crate::prefix;
+use crate::scheduler::decode_session_token;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// Which OpenAI API a path belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    Completions,
+    ChatCompletions,
+}
+
+impl ApiKind {
+    /// The API of a request path if it is one of the configured inference paths (query ignored).
+    pub fn from_path(path: &str, config: &PluginConfig) -> Option<ApiKind> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        if !config.inference_paths.iter().any(|p| p == path) {
+            return None;
+        }
+        Some(if path.ends_with("chat/completions") { ApiKind::ChatCompletions } else { ApiKind::Completions })
+    }
+}
+
+/// Request headers the scheduler reads (names from the configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    pub subset: Option<String>,
+    pub objective: Option<String>,
+    pub session_token: Option<String>,
+}
+
+/// Everything the scheduler knows about one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulingRequest {
+    pub api: ApiKind,
+    /// The model as requested (a base model or a LoRA adapter).
+    pub model: String,
+    /// Set when `model` names a configured LoRA adapter.
+    pub lora_adapter: Option<String>,
+    /// The start of the prompt, as much as prefix hashing reads, never more.
+    pub prompt_prefix: String,
+    /// Approximate length of the whole prompt in characters (raw JSON length of the texts).
+    pub prompt_chars: usize,
+    pub estimated_prompt_tokens: u32,
+    pub cache_salt: Option<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub user: Option<String>,
+    /// The endpoint named by a valid session token.
+    pub session_endpoint: Option<String>,
+    /// Subset hint: the choice is restricted to these endpoints.
+    pub subset: Option<Vec<String>>,
+    pub priority: i32,
+    /// Chained prefix-block hashes of `prompt_prefix` (see `prefix::block_hashes`).
+    pub block_hashes: Vec<u64>,
+}
+
+/// Why a body cannot be scheduled. Each maps to a 400 or 404 reply saying what was expected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestError {
+    /// The body is not JSON (the parser's message says where).
+    NotJson(String),
+    /// JSON, but not an object.
+    NotAnObject,
+    MissingModel,
+    /// A field of the wrong type: (field, what was expected).
+    InvalidField(&'static str, &'static str),
+    /// `messages` (chat) or `prompt` (completions) absent.
+    MissingPrompt(ApiKind),
+    /// The pool does not serve this model.
+    UnknownModel(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotJson(why) => write!(f, "request body is not valid JSON: {why}"),
+            Self::NotAnObject => f.write_str("request body must be a JSON object"),
+            Self::MissingModel => f.write_str("request body has no 'model' field"),
+            Self::InvalidField(field, expected) => write!(f, "'{field}' must be {expected}"),
+            Self::MissingPrompt(ApiKind::ChatCompletions) => f.write_str("chat completion request has no 'messages'"),
+            Self::MissingPrompt(ApiKind::Completions) => f.write_str("completion request has no 'prompt'"),
+            Self::UnknownModel(model) => write!(f, "the model '{model}' does not exist in this pool"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cache_salt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Collects prompt text up to a character budget.
+struct PromptText {
+    text: String,
+    budget: usize,
+    total_chars: usize,
+}
+
+impl PromptText {
+    fn new(budget: usize) -> Self {
+        Self { text: String::new(), budget, total_chars: 0 }
+    }
+
+    fn push_str(&mut self, s: &str) {
+        self.total_chars += s.len();
+        let room = self.budget.saturating_sub(self.text.len());
+        if room > 0 {
+            let mut end = room.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+        }
+    }
+
+    /// A raw JSON string: unescaped up to the remaining budget only.
+    fn push_raw_string(&mut self, raw: &str) -> Result<(), ()> {
+        self.total_chars += raw.len().saturating_sub(2);
+        let room = self.budget.saturating_sub(self.text.len());
+        if room > 0 {
+            unescape_prefix(raw, room, &mut self.text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a body of the given API.
+pub fn parse_request(
+    api: ApiKind,
+    body: &[u8],
+    headers: &RequestHeaders,
+    config: &PluginConfig,
+) -> Result<SchedulingRequest, RequestError> {
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
+    if trimmed.is_empty() {
+        return Err(RequestError::NotJson("the body is empty".into()));
+    }
+    if trimmed[0] != b'{' {
+        // Tell apart "not JSON" from "JSON but not an object".
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(RequestError::NotAnObject),
+            Err(e) => Err(RequestError::NotJson(e.to_string())),
+        };
+    }
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+
+    let model = match parsed.model {
+        None => return Err(RequestError::MissingModel),
+        Some(raw) => {
+            serde_json::from_str::<String>(raw.get()).map_err(|_| RequestError::InvalidField("model", "a string"))?
+        }
+    };
+    if model.is_empty() {
+        return Err(RequestError::MissingModel);
+    }
+    let lora_adapter = resolve_model(&model, config)?;
+
+    let block_chars = config.prefix.block_chars(&config.limits);
+    let budget = block_chars.saturating_mul(config.prefix.max_prefix_blocks);
+    let mut prompt = PromptText::new(budget);
+    let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
+        // A custom completions-style path that carries chat messages.
+        (ApiKind::Completions, true, false) => ApiKind::ChatCompletions,
+        (api, _, _) => api,
+    };
+    match api {
+        ApiKind::ChatCompletions => {
+            let raw = parsed.messages.ok_or(RequestError::MissingPrompt(api))?;
+            read_messages(raw, &mut prompt)?;
+        }
+        ApiKind::Completions => {
+            let raw = parsed.prompt.ok_or(RequestError::MissingPrompt(api))?;
+            read_prompt(raw, &mut prompt)?;
+        }
+    }
+
+    let stream = optional(parsed.stream, "stream", "a boolean")?.unwrap_or(false);
+    let include_usage = match parsed.stream_options {
+        Some(raw) if raw.get() != "null" => serde_json::from_str::<StreamOptions>(raw.get())
+            .map_err(|_| RequestError::InvalidField("stream_options", "an object"))?
+            .include_usage
+            .unwrap_or(false),
+        _ => false,
+    };
+    let cache_salt: Option<String> = optional(parsed.cache_salt, "cache_salt", "a string")?;
+    let user: Option<String> = optional(parsed.user, "user", "a string")?;
+
+    let block_hashes =
+        prefix::block_hashes(&model, cache_salt.as_deref(), &prompt.text, block_chars, config.prefix.max_prefix_blocks);
+    let chars_per_token = config.limits.chars_per_token.max(1) as usize;
+    let estimated_prompt_tokens = u32::try_from(prompt.total_chars.div_ceil(chars_per_token)).unwrap_or(u32::MAX);
+    let subset = headers
+        .subset
+        .as_deref()
+        .map(|s| s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect::<Vec<_>>());
+    Ok(SchedulingRequest {
+        api,
+        model,
+        lora_adapter,
+        prompt_chars: prompt.total_chars,
+        prompt_prefix: prompt.text,
+        estimated_prompt_tokens,
+        cache_salt,
+        stream,
+        include_usage,
+        user,
+        session_endpoint: headers.session_token.as_deref().and_then(decode_session_token),
+        subset,
+        priority: config.priority_of(headers.objective.as_deref()),
+        block_hashes,
+    })
+}
+
+/// `Ok(Some(adapter))` for a configured LoRA adapter, `Ok(None)` for a base model.
+fn resolve_model(model: &str, config: &PluginConfig) -> Result<Option<String>, RequestError> {
+    let models = &config.models;
+    if models.adapters.iter().any(|a| a == model) {
+        return Ok(Some(model.to_string()));
+    }
+    if models.accepts_any() || models.served.iter().any(|m| m == model) {
+        return Ok(None);
+    }
+    Err(RequestError::UnknownModel(model.to_string()))
+}
+
+fn optional<T: serde::de::DeserializeOwned>(
+    raw: Option<&RawValue>,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, RequestError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| RequestError::InvalidField(field, expected)),
+    }
+}
+
+/// Chat messages: each contributes `role: content\n`, content being a string or text parts
+/// (other part types contribute a stable marker, so an image changes the prefix identically).
+fn read_messages(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestError> {
+    const EXPECTED: &str = "an array of message objects";
+    let messages: Vec<Message> =
+        serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidField("messages", EXPECTED))?;
+    if messages.is_empty() {
+        return Err(RequestError::InvalidField("messages", "a non-empty array"));
+    }
+    for message in messages {
+        let role = match message.role {
+            Some(raw) => serde_json::from_str::<String>(raw.get())
+                .map_err(|_| RequestError::InvalidField("messages[].role", "a string"))?,
+            None => return Err(RequestError::InvalidField("messages[].role", "present")),
+        };
+        prompt.push_str(&role);
+        prompt.push_str(": ");
+        match message.content {
+            None => {}
+            Some(raw) => match raw.get().as_bytes().first() {
+                Some(b'"') => prompt
+                    .push_raw_string(raw.get())
+                    .map_err(|_| RequestError::InvalidField("messages[].content", "a valid string"))?,
+                Some(b'[') => {
+                    let parts: Vec<Part> = serde_json::from_str(raw.get()).map_err(|_| {
+                        RequestError::InvalidField("messages[].content", "a string or an array of parts")
+                    })?;
+                    for part in parts {
+                        match (part.kind.as_deref(), part.text) {
+                            (Some("text") | None, Some(text)) if text.get().starts_with('"') => prompt
+                                .push_raw_string(text.get())
+                                .map_err(|_| RequestError::InvalidField("messages[].content[].text", "a string"))?,
+                            (Some(kind), _) => {
+                                prompt.push_str("<");
+                                prompt.push_str(kind);
+                                prompt.push_str(">");
+                            }
+                            (None, _) => {
+                                return Err(RequestError::InvalidField("messages[].content[]", "a part with a 'type'"));
+                            }
+                        }
+                    }
+                }
+                Some(b'n') => {} // null content (assistant tool calls)
+                _ => return Err(RequestError::InvalidField("messages[].content", "a string or an array of parts")),
+            },
+        }
+        prompt.push_str("\n");
+    }
+    Ok(())
+}
+
+/// Completions `prompt`: a string, an array of strings, or token ids (hashed as their text).
+fn read_prompt(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestError> {
+    const EXPECTED: &str = "a string, an array of strings or an array of token ids";
+    match raw.get().as_bytes().first() {
+        Some(b'"') => prompt.push_raw_string(raw.get()).map_err(|_| RequestError::InvalidField("prompt", EXPECTED)),
+        Some(b'[') => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidField("prompt", EXPECTED))?;
+            if items.is_empty() {
+                return Err(RequestError::InvalidField("prompt", "non-empty"));
+            }
+            for item in items {
+                match item.get().as_bytes().first() {
+                    Some(b'"') => prompt
+                        .push_raw_string(item.get())
+                        .map_err(|_| RequestError::InvalidField("prompt", EXPECTED))?,
+                    Some(b'0'..=b'9') => {
+                        prompt.push_str(item.get());
+                        prompt.push_str(" ");
+                    }
+                    Some(b'[') => {
+                        prompt.push_str(item.get());
+                    }
+                    _ => return Err(RequestError::InvalidField("prompt", EXPECTED)),
+                }
+            }
+            Ok(())
+        }
+        _ => Err(RequestError::InvalidField("prompt", EXPECTED)),
+    }
+}
+
+/// Unescapes the JSON string literal `raw` (with its quotes) into `out`, stopping after `max_bytes`
+/// bytes of output. Errors on an invalid escape within the part read.
+fn unescape_prefix(raw: &str, max_bytes: usize, out: &mut String) -> Result<(), ()> {
+    let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or(())?;
+    let start = out.len();
+    let mut chars = inner.chars();
+    while out.len() - start < max_bytes {
+        let Some(c) = chars.next() else { break };
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let decoded = match chars.next().ok_or(())? {
+            '"' => '"',
+            '\\' => '\\',
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let hi = read_hex4(&mut chars)?;
+                if (0xD800..0xDC00).contains(&hi) {
+                    // A surrogate pair: `\uD83D\uDE00`.
+                    if chars.next() != Some('\\') || chars.next() != Some('u') {
+                        return Err(());
+                    }
+                    let lo = read_hex4(&mut chars)?;
+                    let code = 0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00).ok_or(())? & 0x3FF);
+                    char::from_u32(code).ok_or(())?
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            _ => return Err(()),
+        };
+        out.push(decoded);
+    }
+    // Never exceed the budget, even by a multi-byte character.
+    let mut end = start + max_bytes.min(out.len() - start);
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    Ok(())
+}
+
+fn read_hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, ()> {
+    let mut value = 0u32;
+    for _ in 0..4 {
+        value = value * 16 + chars.next().and_then(|c| c.to_digit(16)).ok_or(())?;
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::encode_session_token;
+
+    fn config() -> PluginConfig {
+        PluginConfig::default()
+    }
+
+    fn parse(api: ApiKind, body: &str) -> Result<SchedulingRequest, RequestError> {
+        parse_request(api, body.as_bytes(), &RequestHeaders::default(), &config())
+    }
+
+    #[test]
+    fn paths_map_to_apis_and_others_pass_through() {
+        let c = config();
+        assert_eq!(ApiKind::from_path("/v1/chat/completions", &c), Some(ApiKind::ChatCompletions));
+        assert_eq!(ApiKind::from_path("/v1/completions?x=1", &c), Some(ApiKind::Completions));
+        assert_eq!(ApiKind::from_path("/v1/models", &c), None);
+        assert_eq!(ApiKind::from_path("/health", &c), None);
+    }
+
+    #[test]
+    fn chat_with_string_and_part_contents() {
+        let r = parse(
+            ApiKind::ChatCompletions,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"cache_salt":"s","user":"u",
+                "messages":[{"role":"system","content":"You are \"helpful\".\nBe brief."},
+                            {"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.prompt_prefix, "system: You are \"helpful\".\nBe brief.\nuser: Hi<image_url>\n");
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.cache_salt.as_deref(), Some("s"));
+        assert_eq!(r.user.as_deref(), Some("u"));
+        assert_eq!(r.api, ApiKind::ChatCompletions);
+    }
+
+    #[test]
+    fn completions_prompt_string_array_and_tokens() {
+        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":"abc"}"#).unwrap().prompt_prefix, "abc");
+        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":["a","b"]}"#).unwrap().prompt_prefix, "ab");
+        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":[1,2]}"#).unwrap().prompt_prefix, "1 2 ");
+    }
+
+    #[test]
+    fn every_malformed_body_has_its_error() {
+        let chat = ApiKind::ChatCompletions;
+        assert!(matches!(parse(chat, "not json"), Err(RequestError::NotJson(_))));
+        assert!(matches!(parse(chat, ""), Err(RequestError::NotJson(_))));
+        assert!(matches!(parse(chat, r#"{"model":"m","messages":[}"#), Err(RequestError::NotJson(_))));
+        assert_eq!(parse(chat, "[1,2]"), Err(RequestError::NotAnObject));
+        assert_eq!(parse(chat, r#"{"messages":[]}"#), Err(RequestError::MissingModel));
+        assert_eq!(parse(chat, r#"{"model":7,"messages":[]}"#), Err(RequestError::InvalidField("model", "a string")));
+        assert_eq!(parse(chat, r#"{"model":"m"}"#), Err(RequestError::MissingPrompt(ApiKind::ChatCompletions)));
+        assert_eq!(
+            parse(ApiKind::Completions, r#"{"model":"m"}"#),
+            Err(RequestError::MissingPrompt(ApiKind::Completions))
+        );
+        assert!(matches!(
+            parse(chat, r#"{"model":"m","messages":"hi"}"#),
+            Err(RequestError::InvalidField("messages", _))
+        ));
+        assert!(matches!(
+            parse(chat, r#"{"model":"m","messages":[]}"#),
+            Err(RequestError::InvalidField("messages", _))
+        ));
+        assert!(matches!(
+            parse(chat, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#),
+            Err(RequestError::InvalidField("messages[].content", _))
+        ));
+        assert!(matches!(
+            parse(chat, r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#),
+            Err(RequestError::InvalidField("stream", _))
+        ));
+    }
+
+    #[test]
+    fn unknown_models_are_refused_when_the_pool_lists_its_models() {
+        let mut c = config();
+        c.models.served = vec!["Qwen/Qwen3-0.6B".into()];
+        c.models.adapters = vec!["sql-lora".into()];
+        let body = |m: &str| format!(r#"{{"model":"{m}","prompt":"x"}}"#);
+        let h = RequestHeaders::default();
+        assert_eq!(
+            parse_request(ApiKind::Completions, body("gpt-4").as_bytes(), &h, &c),
+            Err(RequestError::UnknownModel("gpt-4".into()))
+        );
+        let base = parse_request(ApiKind::Completions, body("Qwen/Qwen3-0.6B").as_bytes(), &h, &c).unwrap();
+        assert_eq!(base.lora_adapter, None);
+        let lora = parse_request(ApiKind::Completions, body("sql-lora").as_bytes(), &h, &c).unwrap();
+        assert_eq!(lora.lora_adapter.as_deref(), Some("sql-lora"));
+    }
+
+    #[test]
+    fn a_huge_prompt_copies_and_hashes_only_the_bounded_prefix() {
+        let c = config();
+        let huge = "x".repeat(400_000);
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{huge}"}}]}}"#);
+        let r = parse_request(ApiKind::ChatCompletions, body.as_bytes(), &RequestHeaders::default(), &c).unwrap();
+        let budget = c.prefix.block_chars(&c.limits) * c.prefix.max_prefix_blocks;
+        assert!(r.prompt_prefix.len() <= budget, "{} > {budget}", r.prompt_prefix.len());
+        assert!(r.block_hashes.len() <= c.prefix.max_prefix_blocks);
+        assert!(r.prompt_chars >= 400_000);
+        assert!(r.estimated_prompt_tokens >= 100_000);
+    }
+
+    #[test]
+    fn unescaping_handles_unicode_and_stops_at_the_budget() {
+        let mut out = String::new();
+        unescape_prefix(r#""a\u00e9\ud83d\ude00\n""#, 100, &mut out).unwrap();
+        assert_eq!(out, "aé😀\n");
+        let mut out = String::new();
+        unescape_prefix(r#""héllo""#, 2, &mut out).unwrap();
+        assert_eq!(out, "h");
+        assert!(unescape_prefix(r#""bad \q""#, 100, &mut String::new()).is_err());
+    }
+
+    #[test]
+    fn headers_give_subset_priority_and_session() {
+        let mut c = config();
+        c.objectives.insert("batch".into(), -1);
+        let headers = RequestHeaders {
+            subset: Some("10.0.0.1:8000, 10.0.0.2:8000".into()),
+            objective: Some("batch".into()),
+            session_token: Some(encode_session_token("10.0.0.2:8000")),
+        };
+        let r = parse_request(ApiKind::Completions, br#"{"model":"m","prompt":"p"}"#, &headers, &c).unwrap();
+        assert_eq!(r.subset, Some(vec!["10.0.0.1:8000".to_string(), "10.0.0.2:8000".to_string()]));
+        assert_eq!(r.priority, -1);
+        assert_eq!(r.session_endpoint.as_deref(), Some("10.0.0.2:8000"));
+    }
+}
