@@ -1,8 +1,25 @@
 //! wasm-inference-scheduler: an LLM inference endpoint picker that runs inside the proxy.
 //!
-//! The scheduling core (every module but `host`) is plain Rust with no proxy-wasm types; `host`
-//! is the thin proxy-wasm adapter and exists only in the `wasm32-wasip1` filter build.
+//! The scheduling core (every module but `host`) is plain Rust with no proxy-wasm types, unit-tested
+//! natively and also compiled for the browser's decision view; `host` is the thin proxy-wasm adapter
+//! and exists only in the `wasm32-wasip1` filter build.
 
+pub mod config;
+pub mod decision;
+pub mod error;
 pub mod feedback;
+pub mod memory;
 pub mod pool;
+pub mod prefix;
+pub mod request;
+pub mod scheduler;
+pub mod service_extensions;
 pub mod shared_log;
+
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod host;
+
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+proxy_wasm::main! {{
+    host::register();
+}}
