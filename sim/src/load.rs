@@ -75,6 +75,9 @@ pub struct LoadArgs {
     /// LoRA adapters for lora-mix (default: the adapters in the first target's /v1/models).
     #[arg(long, value_delimiter = ',')]
     pub loras: Vec<String>,
+    /// lora-mix: share of requests sent to the base model instead of an adapter (0..=1).
+    #[arg(long, default_value_t = 0.0)]
+    pub base_share: f64,
     /// Send non-streaming requests (default: streaming with include_usage).
     #[arg(long)]
     pub no_stream: bool,
@@ -234,6 +237,8 @@ struct Generator {
     question_tokens: usize,
     turns: usize,
     models: Vec<String>,
+    base_model: String,
+    base_share: f64,
     idle: VecDeque<Conversation>,
 }
 
@@ -264,6 +269,8 @@ impl Generator {
             question_tokens: args.question_tokens.max(1),
             turns: args.turns.max(1),
             models,
+            base_model: args.model.clone(),
+            base_share: if workload == Workload::LoraMix { args.base_share.clamp(0.0, 1.0) } else { 0.0 },
             idle: VecDeque::new(),
         }
     }
@@ -281,7 +288,11 @@ impl Generator {
         let question = format!("Question:{}", words(&mut self.rng, self.question_tokens.saturating_sub(2)));
         conv.messages.push(("user".into(), question));
         conv.turn += 1;
-        let model = self.models[self.rng.random_range(0..self.models.len())].clone();
+        let model = if self.base_share > 0.0 && self.rng.random::<f64>() < self.base_share {
+            self.base_model.clone()
+        } else {
+            self.models[self.rng.random_range(0..self.models.len())].clone()
+        };
         (conv, model)
     }
 

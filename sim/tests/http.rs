@@ -328,6 +328,7 @@ async fn a_small_bounded_load_spreads_over_two_pods_and_hits_the_cache() {
         output_tokens: 8,
         turns: 3,
         loras: vec![],
+        base_share: 0.0,
         no_stream: false,
         served_by_header: "x-sim-pod".into(),
         fleet: f.addresses(),
