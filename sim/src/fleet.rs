@@ -83,6 +83,7 @@ pub struct FleetArgs {
 /// Limits on the flags, with the reason.
 const MAX_PODS: usize = 256; // one process, one port each; more is a configuration mistake
 const MIN_TIME_SCALE: f64 = 0.001; // below this timer granularity (1 ms) dominates every step
+const MAX_TIME_SCALE: f64 = 1000.0; // slower than this, one decode step takes seconds: a typo
 
 impl FleetArgs {
     /// The pod addresses the flags name.
@@ -111,8 +112,11 @@ impl FleetArgs {
     /// The pod configuration the flags describe (faults applied per pod by [`FleetArgs::faults`]).
     pub fn pod_config(&self) -> Result<PodConfig, String> {
         let p = profile::by_name(&self.profile)?;
-        if !(self.time_scale >= MIN_TIME_SCALE && self.time_scale.is_finite()) {
-            return Err(format!("--time-scale must be a number >= {MIN_TIME_SCALE}, got {}", self.time_scale));
+        if !(MIN_TIME_SCALE..=MAX_TIME_SCALE).contains(&self.time_scale) {
+            return Err(format!(
+                "--time-scale must be in {MIN_TIME_SCALE}..={MAX_TIME_SCALE}, got {}",
+                self.time_scale
+            ));
         }
         if self.block_size == 0 || self.block_size > 1024 {
             return Err(format!("--block-size must be 1..=1024, got {}", self.block_size));

@@ -107,6 +107,9 @@ pub struct LoadArgs {
     pub threads: usize,
 }
 
+/// Longest run or request timeout accepted: a week; anything longer is a typo.
+const MAX_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
+
 /// Parses 90, 90s, 2m, 500ms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -122,8 +125,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (s, 1.0)
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("bad duration {s:?}; expected e.g. 90s, 2m, 500ms"))?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(format!("bad duration {s:?}; must be non-negative"));
+    if !(v >= 0.0 && v * mult <= MAX_DURATION_S) {
+        return Err(format!("bad duration {s:?}; expected 0 to {MAX_DURATION_S} seconds"));
     }
     Ok(Duration::from_secs_f64(v * mult))
 }
@@ -447,7 +450,7 @@ async fn one_request(shared: &Shared) -> RequestRecord {
         error: None,
         reply: String::new(),
     };
-    let timeout = Duration::from_secs_f64(shared.args.timeout_s.max(0.001));
+    let timeout = Duration::from_secs_f64(shared.args.timeout_s);
     let outcome =
         tokio::time::timeout(timeout, exchange(&target.authority, &path, body, stream, &shared.args, start, &mut rec))
             .await;
@@ -564,6 +567,9 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
         other => return Err(format!("unknown --api {other:?}; expected chat or completions")),
     };
     let duration = parse_duration(&args.duration)?;
+    if !(args.timeout_s > 0.0 && args.timeout_s <= MAX_DURATION_S) {
+        return Err(format!("--timeout-s must be in (0, {MAX_DURATION_S}], got {}", args.timeout_s));
+    }
     let targets: Vec<Target> = args.target.iter().map(|t| parse_target(t)).collect::<Result<_, _>>()?;
     if targets.is_empty() {
         return Err("--target needs at least one URL".into());
@@ -782,6 +788,8 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e30").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]
