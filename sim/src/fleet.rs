@@ -83,6 +83,7 @@ pub struct FleetArgs {
 /// Limits on the flags, with the reason.
 const MAX_PODS: usize = 256; // one process, one port each; more is a configuration mistake
 const MIN_TIME_SCALE: f64 = 0.001; // below this timer granularity (1 ms) dominates every step
+const MAX_GPU_BLOCKS: usize = 4_000_000; // 64M tokens at block size 16: beyond any single GPU's KV cache
 const MAX_TIME_SCALE: f64 = 1000.0; // slower than this, one decode step takes seconds: a typo
 
 impl FleetArgs {
@@ -139,8 +140,10 @@ impl FleetArgs {
             other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
         };
         let num_gpu_blocks = self.num_gpu_blocks.unwrap_or(p.num_gpu_blocks);
-        if num_gpu_blocks < 2 {
-            return Err("--num-gpu-blocks must be at least 2 (block 0 is the null block)".into());
+        if !(2..=MAX_GPU_BLOCKS).contains(&num_gpu_blocks) {
+            return Err(format!(
+                "--num-gpu-blocks must be 2..={MAX_GPU_BLOCKS} (block 0 is the null block), got {num_gpu_blocks}"
+            ));
         }
         let max_num_seqs = self.max_num_seqs.unwrap_or(p.max_num_seqs).max(1);
         let max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(p.max_num_batched_tokens).max(1);
