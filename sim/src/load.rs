@@ -36,6 +36,10 @@ pub struct LoadArgs {
     /// Base URL(s) to load, comma-separated (several = client-side round-robin, the no-router baseline).
     #[arg(long, value_delimiter = ',', required = true)]
     pub target: Vec<String>,
+    /// How several targets share the load: round-robin, random, or group (group g → target g mod N:
+    /// client-side prefix affinity, an ideal-router reference).
+    #[arg(long, default_value = "round-robin")]
+    pub spread: String,
     /// shared-prefix, multi-turn or lora-mix.
     #[arg(long, default_value = "shared-prefix")]
     pub workload: String,
@@ -398,8 +402,16 @@ async fn prefix_counters(urls: &[String]) -> Option<(f64, f64)> {
     Some((hits, queries))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    RoundRobin,
+    Random,
+    Group,
+}
+
 struct Shared {
     args: LoadArgs,
+    spread: Spread,
     api: &'static str,
     targets: Vec<Target>,
     next_target: AtomicUsize,
@@ -425,7 +437,12 @@ fn body_for(api: &str, conv: &Conversation, model: &str, max_tokens: u32, stream
 /// Sends one request and measures it.
 async fn one_request(shared: &Shared) -> RequestRecord {
     let (conv, model) = shared.generator.lock().unwrap_or_else(|p| p.into_inner()).next();
-    let i = shared.next_target.fetch_add(1, Ordering::Relaxed) % shared.targets.len();
+    let n = shared.targets.len();
+    let i = match shared.spread {
+        Spread::RoundRobin => shared.next_target.fetch_add(1, Ordering::Relaxed) % n,
+        Spread::Group => conv.group % n,
+        Spread::Random => shared.generator.lock().unwrap_or_else(|p| p.into_inner()).rng.random_range(0..n),
+    };
     let target = &shared.targets[i];
     let stream = !shared.args.no_stream;
     let body = body_for(shared.api, &conv, &model, shared.args.output_tokens, stream);
@@ -566,6 +583,12 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
         "completions" => "completions",
         other => return Err(format!("unknown --api {other:?}; expected chat or completions")),
     };
+    let spread = match args.spread.as_str() {
+        "round-robin" => Spread::RoundRobin,
+        "random" => Spread::Random,
+        "group" => Spread::Group,
+        other => return Err(format!("unknown --spread {other:?}; expected round-robin, random or group")),
+    };
     let duration = parse_duration(&args.duration)?;
     if !(args.timeout_s > 0.0 && args.timeout_s <= MAX_DURATION_S) {
         return Err(format!("--timeout-s must be in (0, {MAX_DURATION_S}], got {}", args.timeout_s));
@@ -597,6 +620,7 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
     let shared = Arc::new(Shared {
         generator: Mutex::new(Generator::new(&args, workload, models)),
         args: args.clone(),
+        spread,
         api,
         targets,
         next_target: AtomicUsize::new(0),
@@ -739,10 +763,11 @@ pub fn render_table(r: &Report) -> String {
     };
     let mut t = String::new();
     t.push_str(&format!(
-        "workload {} ({}), {mode}, {} target(s), G={} S={} Q={} O={}{}\n",
+        "workload {} ({}), {mode}, {} target(s) ({}), G={} S={} Q={} O={}{}\n",
         a.workload,
         a.api,
         a.target.len(),
+        a.spread,
         a.groups,
         a.system_tokens,
         a.question_tokens,

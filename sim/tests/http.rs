@@ -315,6 +315,7 @@ async fn a_small_bounded_load_spreads_over_two_pods_and_hits_the_cache() {
     let targets: Vec<String> = f.addresses().iter().map(|a| format!("http://{a}")).collect();
     let args = LoadArgs {
         target: targets,
+        spread: "round-robin".into(),
         workload: "shared-prefix".into(),
         api: "chat".into(),
         model: "qwen3-0.6b".into(),
