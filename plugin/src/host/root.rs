@@ -27,8 +27,8 @@ impl Root {
         Self { context_id, vm: None }
     }
 
-    fn configure(&mut self) -> Result<(), String> {
-        let bytes = abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX)
+    fn configure(&mut self, size: usize) -> Result<(), String> {
+        let bytes = abi::get_buffer(Buffer::PluginConfiguration, 0, size)
             .map_err(|e| format!("cannot read the plugin configuration: {e}"))?
             .unwrap_or_default();
         let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
@@ -148,8 +148,8 @@ impl Context for Root {
 }
 
 impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match self.configure() {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        match self.configure(plugin_configuration_size) {
             Ok(()) => true,
             Err(why) => {
                 // Returning false makes Envoy refuse the configuration: the VM does not start.

@@ -124,7 +124,10 @@ impl Vm {
             });
         match outcome {
             Ok(outcome) => self.stat_add("wis.log.lost", outcome.lost + undecodable),
-            Err(e) => self.stat_add("wis.log.lost", u64::from(!e.to_string().is_empty())),
+            Err(e) => {
+                let now = abi::now_ms().unwrap_or(0);
+                self.warn("log-read", now, &format!("wis: routing log unreadable, memory not synced: {e}"));
+            }
         }
     }
 
