@@ -3,7 +3,7 @@
 serve a chat workload with shared system prompts; then the same workload goes through plain Envoy
 round-robin on a fresh fleet, and the two are compared.
 
-    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 25] [--with-ui]
+    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--with-ui]
 
 envoy/demo.sh builds everything first; this script expects the binaries and .venv to exist.
 """
@@ -109,7 +109,10 @@ def run_phase(name: str, scenario: str, args: argparse.Namespace, base: Path) ->
     reports: dict[str, dict] = {}
     with stack_mod.Stack(run_dir) as stack:
         step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each)")
-        pool = stack.start_fleet(args.pods, ["--num-gpu-blocks", str(args.kv_blocks), *args.fleet_arg])
+        # Prompt-token details on, as our manifests run vLLM: the plugin then corrects its prefix index
+        # from the cached_tokens each pod reports.
+        fleet_args = ["--num-gpu-blocks", str(args.kv_blocks), "--enable-prompt-tokens-details", *args.fleet_arg]
+        pool = stack.start_fleet(args.pods, fleet_args)
         scraper = None
         if scenario == "plugin":
             step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms)")
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="Envoy worker threads")
     p.add_argument("--groups", type=int, default=32, help="distinct shared system prompts")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    p.add_argument("--duration", type=int, default=25, help="seconds per workload run")
+    p.add_argument("--duration", type=int, default=30, help="seconds per workload run")
     p.add_argument("--kv-blocks", type=int, default=1200,
                    help="KV blocks per pod (16 tokens each): small enough that no pod can cache every prompt")
     p.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
@@ -264,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C must work even when the parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     started = time.monotonic()

@@ -3,7 +3,7 @@
 # simulator and scraper in release, .venv with the pinned Envoy), then run envoy/demo.py:
 # a simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload with shared
 # system prompts, the same workload through plain round-robin, and the comparison.
-#   envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 25] [--with-ui] [--help]
+#   envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--with-ui] [--help]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"

@@ -474,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         stopping.set()
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         with Stack(run_dir) as stack:
