@@ -4,6 +4,7 @@
 #   ./build.sh test       every test: formatting, lints, unit tests, host tests, end-to-end, manifests, browser
 #   ./build.sh demo       the main job: simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload
 #   ./build.sh bench      benchmarks against the peers (round-robin, least-request, vllm-router, ext_proc)
+#   ./build.sh package    plugin OCI image layout + sha256, rendered Envoy config, Dockerfile checks
 #   ./build.sh lint       cargo fmt --check and clippy only
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
@@ -43,6 +44,6 @@ case "${1:-build}" in
     demo) exec "$ROOT/envoy/demo.sh" "${@:2}" ;;
     bench) exec "$ROOT/bench/run.sh" "${@:2}" ;;
     package) exec "$ROOT/manifests/package.sh" "${@:2}" ;;
-    -h | --help | help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./build.sh help)" ;;
 esac
