@@ -44,6 +44,6 @@ case "${1:-build}" in
     demo) exec "$ROOT/envoy/demo.sh" "${@:2}" ;;
     bench) exec "$ROOT/bench/run.sh" "${@:2}" ;;
     package) exec "$ROOT/manifests/package.sh" "${@:2}" ;;
-    -h | --help | help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./build.sh help)" ;;
 esac
