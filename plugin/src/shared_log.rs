@@ -228,6 +228,19 @@ impl SharedLog {
         Ok(outcome)
     }
 
+    /// After appending record `seq`: if it is the next record this reader would apply (nobody else
+    /// appended since this reader caught up), marks it applied and returns true, so the caller
+    /// applies its own event without reading it back. Log order is unchanged.
+    pub fn advance_past_own(&mut self, seq: u64) -> bool {
+        if self.cursor == seq {
+            self.cursor += 1;
+            self.stuck_at = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// This reader's position: the sequence number of the next record it will apply.
     pub fn cursor(&self) -> u64 {
         self.cursor
@@ -311,6 +324,23 @@ mod tests {
         assert_eq!(seen_a, seen_b);
         // Nothing new: nothing applied twice.
         assert_eq!(collect(&mut a, &store).0, Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn an_own_append_is_applied_directly_only_when_it_is_next_in_order() {
+        let store = MemoryStore::default();
+        let mut a = SharedLog::new("l", 8, 3);
+        let mut b = SharedLog::new("l", 8, 3);
+        a.open(&store).unwrap();
+        b.open(&store).unwrap();
+        let seq = a.append(&store, b"a1").unwrap();
+        assert!(a.advance_past_own(seq), "nothing in between: apply directly");
+        let other = b.append(&store, b"b1").unwrap();
+        let mine = a.append(&store, b"a2").unwrap();
+        assert!(!a.advance_past_own(mine), "b1 comes first: read the log in order");
+        assert_eq!(collect(&mut a, &store).0, vec![b"b1".to_vec(), b"a2".to_vec()]);
+        assert!(!b.advance_past_own(other), "b has not read a1 yet");
+        assert_eq!(collect(&mut b, &store).0, vec![b"a1".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
     }
 
     #[test]

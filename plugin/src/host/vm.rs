@@ -138,6 +138,7 @@ impl Vm {
             return;
         }
         match self.log.append(&HostStore, &event.encode()) {
+            Ok(seq) if self.log.advance_past_own(seq) => self.memory.apply(&event),
             Ok(_) => self.sync_log(),
             Err(e) => {
                 self.stat("wis.log.append_failed");
