@@ -341,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     if ns.only != "quality":
         say(f"overhead: instant pods, {a.overhead_connections} connections, {a.overhead_duration} s per proxy")
         o_rows = overhead(a, base)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    # Only a full run replaces the committed results; a quick or partial one goes beside them.
+    results = RESULTS if not (a.quick or ns.only) else RESULTS / "quick"
+    results.mkdir(parents=True, exist_ok=True)
     report = [f"# Benchmark results", "",
               f"Machine: {machine()}. Command: `./build.sh bench{' --quick' if a.quick else ''}`; "
               f"took {time.monotonic() - started:.0f} s. Run folder: `{base.relative_to(ROOT)}`.", ""]
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         names = sorted({r.router for r in q_rows}, key=lambda n: QUALITY_ROUTERS.index(n))
         wl = [w for w, _ in workloads(a)]
         series = [(n, [next((r.summary["ttft_s"].get("p90", float("nan")) * 1000 for r in q_rows if r.router == n and r.workload == w), float("nan")) for w in wl]) for n in names]
-        (RESULTS / "quality.svg").write_text(bar_svg("TTFT p90 (ms, lower is better)", wl, series, "ms"))
+        (results / "quality.svg").write_text(bar_svg("TTFT p90 (ms, lower is better)", wl, series, "ms"))
     if o_rows:
         report += ["## Per-request overhead", "",
                    f"Pods answer at once (simulator time scale 0.001, one output token); `wrk` for {a.overhead_duration} s through each "
@@ -365,15 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         report += overhead_table(o_rows) + ["", "![latency](overhead.svg)", ""]
         single = [r for r in o_rows if r.connections == 1]
         series = [("p50", [r.p50_us for r in single]), ("p99", [r.p99_us for r in single])]
-        (RESULTS / "overhead.svg").write_text(
+        (results / "overhead.svg").write_text(
             bar_svg("Latency through the proxy, one connection (µs, lower is better)", [r.proxy for r in single], series, "µs"))
-    (RESULTS / "REPORT.md").write_text("\n".join(report) + "\n")
-    (RESULTS / "results.json").write_text(json.dumps({
+    (results / "REPORT.md").write_text("\n".join(report) + "\n")
+    (results / "results.json").write_text(json.dumps({
         "quality": [{"router": r.router, "workload": r.workload, "summary": r.summary, "proxy_cpu_s": r.proxy_cpu_s} for r in q_rows],
         "overhead": [r.__dict__ for r in o_rows]}, indent=1, default=str))
     say()
     say("\n".join(report))
-    say(f"written: {RESULTS.relative_to(ROOT)}/REPORT.md")
+    say(f"written: {results.relative_to(ROOT)}/REPORT.md")
     return 0
 
 
