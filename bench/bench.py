@@ -243,6 +243,21 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
     return rows
 
 
+def scraper_cost(a: Args) -> dict | None:
+    """scraper/bench.sh: the sidecar's CPU and resident memory scraping 256 pods every 50 ms."""
+    seconds = "8" if a.quick else "20"
+    out = subprocess.run(["bash", str(ROOT / "scraper" / "bench.sh"), "256", "50", seconds],
+                         capture_output=True, text=True, timeout=180, env={**os.environ})
+    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        say(f"  scraper bench failed: {out.stderr.strip()[-400:]}")
+        return None
+    result = json.loads(line)
+    say(f"  wis-scraper: {result['cpu_percent_of_one_core']:.0f}% of a core, {result['rss_kib'] / 1024:.1f} MiB resident, "
+        f"{result['scrapes_per_s']:.0f} scrapes/s of {result['expected_scrapes_per_s']:.0f} expected")
+    return result
+
+
 def fmt_ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v * 1000:.0f} ms"
 
@@ -321,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-blocks", type=int, default=1200)
     p.add_argument("--overhead-duration", type=int, default=15)
     p.add_argument("--overhead-connections", type=int, default=16)
-    p.add_argument("--only", choices=["quality", "overhead"], help="run one half")
+    p.add_argument("--only", choices=["quality", "overhead", "scraper"], help="run one part")
     p.add_argument("--routers", default=",".join(QUALITY_ROUTERS), help="comma-separated subset of " + ", ".join(QUALITY_ROUTERS))
     ns = p.parse_args(argv)
     a = Args(ns.pods, ns.groups, ns.concurrency, ns.duration, ns.kv_blocks, ns.overhead_duration, ns.overhead_connections,
@@ -335,10 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     q_rows: list[QualityRow] = []
     o_rows: list[OverheadRow] = []
-    if ns.only != "overhead":
+    if ns.only in (None, "quality"):
         say(f"quality: {a.pods} pods ({a.kv_blocks} KV blocks each), {a.groups} system prompts, concurrency {a.concurrency}, {a.duration} s per run")
         q_rows = quality(a, base)
-    if ns.only != "quality":
+    scraper = None
+    if ns.only in (None, "scraper"):
+        say("scraper: 256 fixture pods scraped every 50 ms")
+        scraper = scraper_cost(a)
+    if ns.only in (None, "overhead"):
         say(f"overhead: instant pods, {a.overhead_connections} connections, {a.overhead_duration} s per proxy")
         o_rows = overhead(a, base)
     # Only a full run replaces the committed results; a quick or partial one goes beside them.
@@ -369,10 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         series = [("p50", [r.p50_us for r in single]), ("p99", [r.p99_us for r in single])]
         (results / "overhead.svg").write_text(
             bar_svg("Latency through the proxy, one connection (µs, lower is better)", [r.proxy for r in single], series, "µs"))
+    if scraper:
+        report += ["## Scraper sidecar", "",
+                   f"`scraper/bench.sh`: 256 fixture pods (vLLM-like expositions) on loopback, scraped every 50 ms for "
+                   f"{scraper['seconds']:.0f} s: {scraper['cpu_percent_of_one_core']:.0f}% of one core, "
+                   f"{scraper['rss_kib'] / 1024:.1f} MiB resident (peak {scraper['peak_rss_kib'] / 1024:.1f} MiB), "
+                   f"{scraper['scrapes_per_s']:.0f} scrapes/s of {scraper['expected_scrapes_per_s']:.0f} expected, "
+                   f"{scraper['failures_in_window']} failures, snapshot {scraper['snapshot_bytes']} bytes.", ""]
     (results / "REPORT.md").write_text("\n".join(report) + "\n")
     (results / "results.json").write_text(json.dumps({
         "quality": [{"router": r.router, "workload": r.workload, "summary": r.summary, "proxy_cpu_s": r.proxy_cpu_s} for r in q_rows],
-        "overhead": [r.__dict__ for r in o_rows]}, indent=1, default=str))
+        "overhead": [r.__dict__ for r in o_rows], "scraper": scraper}, indent=1, default=str))
     say()
     say("\n".join(report))
     say(f"written: {results.relative_to(ROOT)}/REPORT.md")
