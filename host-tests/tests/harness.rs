@@ -1,0 +1,217 @@
+//! The harness tested on a hand-written filter (`tests/wat/probe.wat`), before anyone trusts it
+//! with the real plugin.
+
+use host_tests::{Envoy, EnvoyBuilder, UpstreamReply};
+
+fn probe() -> EnvoyBuilder {
+    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wat/probe.wat")).expect("probe.wat parses");
+    Envoy::new().wasm_bytes(wasm).plugin_config("probe-config").cluster("up")
+}
+
+#[test]
+fn the_vm_starts_like_envoy_starts_it_and_reads_its_configuration() {
+    let envoy = probe().workers(2).build().unwrap();
+    assert_eq!(envoy.logs_containing("probe-config").len(), 2, "each worker's on_configure read the configuration");
+    assert_eq!(envoy.tick_period_ms(0), 10);
+    assert_eq!(envoy.tick_period_ms(1), 10);
+}
+
+#[test]
+fn a_refused_configuration_fails_the_build_with_the_plugin_log() {
+    let error = probe().plugin_config("reject").build().err().expect("configuration refused");
+    assert!(error.0.contains("proxy_on_configure returned false"), "{error}");
+    assert!(error.0.contains("reject"), "the plugin's log is in the error: {error}");
+}
+
+#[test]
+fn headers_set_and_removed_in_the_filter_reach_the_upstream() {
+    let envoy = probe().build().unwrap();
+    let r = envoy.worker(0).request("/any").header("x-remove-me", "a").header("x-remove-me", "b").body("hi").send();
+    r.assert_forwarded();
+    assert_eq!(r.upstream_header("x-seen").as_deref(), Some("1"));
+    assert!(r.upstream_header_values("x-remove-me").is_empty());
+}
+
+#[test]
+fn body_chunks_accumulate_while_the_filter_pauses_and_it_sees_the_whole_body() {
+    let envoy = probe().build().unwrap();
+    let r = envoy.worker(0).request("/any").body("hello wide world").chunked(3).send();
+    assert_eq!(r.upstream_header("x-body").as_deref(), Some("hello wide world"));
+    assert_eq!(r.upstream_body(), b"hello wide world", "the buffered body went upstream once, whole");
+    let body_calls = r.callbacks().iter().filter(|c| *c == "proxy_on_request_body").count();
+    assert_eq!(body_calls, 6, "one call per chunk: {:?}", r.callbacks());
+}
+
+#[test]
+fn set_buffer_bytes_at_zero_prepends_to_the_body() {
+    let envoy = probe().build().unwrap();
+    let r = envoy.worker(0).request("/any").body("prepend").send();
+    assert_eq!(r.upstream_body(), b">>prepend");
+}
+
+#[test]
+fn a_local_reply_goes_through_the_response_callbacks_and_ends_the_stream() {
+    let envoy = probe().build().unwrap();
+    let r = envoy.worker(0).request("/any").body("reply").send();
+    let reply = r.local_reply().expect("local reply");
+    assert_eq!((reply.status, reply.body.as_slice()), (418, b"teapot".as_slice()));
+    assert!(!r.forwarded());
+    let client = r.client_response().expect("client got the reply");
+    assert_eq!(client.status, 418);
+    assert_eq!(client.body, b"teapot");
+    assert_eq!(
+        r.callbacks(),
+        [
+            "proxy_on_request_headers",
+            "proxy_on_request_body",
+            "proxy_on_response_headers",
+            "proxy_on_response_body",
+            "proxy_on_log",
+            "proxy_on_done",
+            "proxy_on_delete"
+        ]
+    );
+    assert!(r.ended());
+    assert_eq!(envoy.live_streams(0), 0);
+}
+
+#[test]
+fn a_stale_compare_and_swap_fails_with_cas_mismatch() {
+    let envoy = probe().build().unwrap();
+    let r = envoy.worker(0).request("/any").body("cas").send();
+    // statuses: set without CAS OK (0), set with current CAS OK (0), set with the stale CAS CasMismatch (8).
+    assert_eq!(r.upstream_header("x-cas").as_deref(), Some("008"));
+    assert_eq!(envoy.shared_data()["k"].0, b"v2");
+}
+
+#[test]
+fn shared_data_is_one_store_for_every_worker() {
+    let envoy = probe().workers(2).build().unwrap();
+    envoy.worker(0).request("/any").body("cas").send();
+    let cas_after_first = envoy.shared_data()["k"].1;
+    // The second worker's CAS-less write succeeds and moves the CAS on; its CAS write from its own
+    // read succeeds; its stale one fails.
+    let r = envoy.worker(1).request("/any").body("cas").send();
+    assert_eq!(r.upstream_header("x-cas").as_deref(), Some("008"));
+    assert!(envoy.shared_data()["k"].1 > cas_after_first);
+}
+
+#[test]
+fn ticks_fire_on_the_test_clock_and_call_answers_arrive_after_their_latency() {
+    let envoy = probe().workers(2).build().unwrap();
+    envoy.upstream("up").always(UpstreamReply::json(200, "pong").latency_ms(3));
+    envoy.advance_ms(9);
+    assert!(envoy.http_calls().is_empty(), "no tick before 10 ms");
+    envoy.advance_ms(1);
+    let calls = envoy.http_calls();
+    assert_eq!(calls.len(), 2, "one call per worker's tick: {calls:?}");
+    assert_eq!(calls[0].header(":path"), Some("/x"));
+    assert_eq!(calls[0].timeout_ms, 100);
+    assert!(!envoy.shared_data().contains_key("last-call"), "the answer takes 3 ms");
+    envoy.advance_ms(3);
+    assert_eq!(envoy.shared_data()["last-call"].0, b"pong");
+    // :status, content-type, content-length
+    assert_eq!(envoy.shared_data()["call-headers"].0, [3]);
+    envoy.advance_ms(20);
+    assert_eq!(envoy.http_calls().len(), 6, "ticks keep their period");
+}
+
+#[test]
+fn a_hanging_upstream_times_out_with_a_504_from_envoy() {
+    let envoy = probe().build().unwrap();
+    envoy.upstream("up").always(UpstreamReply::Hang);
+    envoy.advance_ms(109);
+    assert!(!envoy.shared_data().contains_key("last-call"), "the first call (at 10 ms) times out at 110 ms");
+    envoy.advance_ms(1);
+    assert_eq!(envoy.shared_data()["last-call"].0, b"upstream request timeout");
+    assert_eq!(envoy.shared_data()["call-headers"].0, [3], ":status, content-type, content-length");
+}
+
+#[test]
+fn a_reset_call_reports_zero_headers() {
+    let envoy = probe().build().unwrap();
+    envoy.upstream("up").always(UpstreamReply::Reset { after_ms: 1 });
+    envoy.advance_ms(11);
+    assert_eq!(envoy.shared_data()["call-headers"].0, [0]);
+    assert_eq!(envoy.shared_data()["last-call"].0, b"", "no body either");
+}
+
+#[test]
+fn a_cluster_with_nothing_scripted_answers_503() {
+    let envoy = probe().build().unwrap();
+    envoy.advance_ms(11);
+    assert_eq!(envoy.shared_data()["last-call"].0, b"no healthy upstream");
+}
+
+#[test]
+fn metrics_are_one_per_name_across_workers() {
+    let envoy = probe().workers(2).build().unwrap();
+    envoy.worker(0).request("/any").body("metric").send();
+    envoy.worker(1).request("/any").body("metric").send();
+    assert_eq!(envoy.stat("hits"), 10);
+}
+
+#[test]
+fn a_call_the_harness_does_not_implement_fails_with_its_name() {
+    let envoy = probe().build().unwrap();
+    let error = envoy.worker(0).request("/any").body("unimpl").try_send().err().expect("trap");
+    assert!(error.0.contains("proxy_grpc_cancel"), "{error}");
+    assert!(error.0.contains("does not implement"), "{error}");
+}
+
+#[test]
+fn a_trap_carries_the_plugin_stderr_and_the_vm_stays_crashed() {
+    let envoy = probe().build().unwrap();
+    let error = envoy.worker(0).request("/any").body("panic").try_send().err().expect("trap");
+    assert!(error.0.contains("boom"), "{error}");
+    let again = envoy.worker(0).request("/any").body("hi").try_send().err().expect("crashed VM");
+    assert!(again.0.contains("crashed earlier"), "{again}");
+}
+
+#[test]
+fn service_extensions_refuses_timers_by_name() {
+    let error = probe().service_extensions().build().err().expect("refused");
+    assert!(error.0.contains("proxy_set_tick_period_milliseconds"), "{error}");
+    assert!(error.0.contains("Service Extensions"), "{error}");
+}
+
+#[test]
+fn a_reset_stream_gets_log_done_delete_and_no_response_callbacks() {
+    let envoy = probe().build().unwrap();
+    let mut r = envoy.worker(0).request("/any").body("hi").send();
+    r.reset();
+    assert!(r.was_reset() && r.ended());
+    assert_eq!(
+        r.callbacks(),
+        ["proxy_on_request_headers", "proxy_on_request_body", "proxy_on_log", "proxy_on_done", "proxy_on_delete"]
+    );
+}
+
+#[test]
+fn a_response_runs_through_the_filter_to_the_client() {
+    let envoy = probe().build().unwrap();
+    let mut r = envoy.worker(0).request("/any").body("hi").send();
+    let client = r.respond(200).header("x-up", "1").body_chunks(["a", "b", "c"]).finish();
+    assert_eq!(client.status, 200);
+    assert_eq!(client.body, b"abc");
+    assert_eq!(client.header("x-up"), Some("1"));
+    assert!(client.complete);
+    let body_calls = r.callbacks().iter().filter(|c| *c == "proxy_on_response_body").count();
+    assert_eq!(body_calls, 3);
+}
+
+#[test]
+fn envoy_answers_413_itself_when_a_paused_body_outgrows_its_buffer_limit() {
+    let envoy = probe().request_buffer_limit(4).build().unwrap();
+    let r = envoy.worker(0).request("/any").body("hello wide world").chunked(3).send();
+    let reply = r.local_reply().expect("Envoy's own reply");
+    assert_eq!(reply.status, 413);
+    assert!(reply.from_host);
+    assert!(!r.forwarded());
+}
+
+#[test]
+fn a_missing_wasm_file_is_a_clear_error() {
+    let error = Envoy::new().wasm_file("/nonexistent/plugin.wasm").build().err().expect("no file");
+    assert!(error.0.contains("/nonexistent/plugin.wasm"), "{error}");
+}

@@ -1,0 +1,155 @@
+;; A tiny proxy-wasm filter that exercises the harness itself. What it does on each request is
+;; chosen by the request body (see proxy_on_request_body).
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value" (func $replace_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_remove_header_map_value" (func $remove_header (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment_metric (param i32 i64) (result i32)))
+  (import "env" "proxy_grpc_cancel" (func $grpc_cancel (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 4)
+  (global $heap (mut i32) (i32.const 65536))
+  (data (i32.const 0) "x-seen")
+  (data (i32.const 16) "1")
+  (data (i32.const 32) "x-remove-me")
+  (data (i32.const 48) "x-body")
+  (data (i32.const 64) "reply")
+  (data (i32.const 80) "teapot")
+  (data (i32.const 96) "cas")
+  (data (i32.const 112) "k")
+  (data (i32.const 128) "v1v2v3")
+  (data (i32.const 144) "x-cas")
+  (data (i32.const 160) "unimpl")
+  (data (i32.const 176) "up")
+  ;; {":method": "GET", ":path": "/x", ":authority": "a"} in the ABI's map encoding (62 bytes).
+  (data (i32.const 192) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\02\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/x\00:authority\00a\00")
+  (data (i32.const 320) "last-call")
+  (data (i32.const 336) "metric")
+  (data (i32.const 352) "hits")
+  (data (i32.const 368) "panic")
+  (data (i32.const 384) "boom\n")
+  (data (i32.const 400) "call-headers")
+  (data (i32.const 432) "prepend")
+  (data (i32.const 448) ">>")
+  (data (i32.const 464) "reject")
+
+  (func (export "_initialize"))
+  (func (export "proxy_abi_version_0_2_1"))
+
+  ;; Bump allocator; grows memory when needed.
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32) (local $end i32)
+    (local.set $p (global.get $heap))
+    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $size)) (i32.const 7)) (i32.const -8)))
+    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+      (then
+        (drop (memory.grow
+          (i32.add (i32.shr_u (i32.sub (local.get $end) (i32.mul (memory.size) (i32.const 65536))) (i32.const 16))
+                   (i32.const 1))))))
+    (global.set $heap (local.get $end))
+    (local.get $p))
+
+  (func $eq (param $a i32) (param $alen i32) (param $b i32) (param $blen i32) (result i32)
+    (local $i i32)
+    (if (i32.ne (local.get $alen) (local.get $blen)) (then (return (i32.const 0))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $alen)))
+        (if (i32.ne (i32.load8_u (i32.add (local.get $a) (local.get $i)))
+                    (i32.load8_u (i32.add (local.get $b) (local.get $i))))
+          (then (return (i32.const 0))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (i32.const 1))
+
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+
+  ;; Logs the configuration; "reject" is refused; otherwise a 10 ms tick.
+  (func (export "proxy_on_configure") (param $ctx i32) (param $size i32) (result i32)
+    (drop (call $get_buffer (i32.const 7) (i32.const 0) (local.get $size) (i32.const 2048) (i32.const 2052)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 2048)) (i32.load (i32.const 2052))))
+    (if (call $eq (i32.load (i32.const 2048)) (i32.load (i32.const 2052)) (i32.const 464) (i32.const 6))
+      (then (return (i32.const 0))))
+    (drop (call $set_tick (i32.const 10)))
+    (i32.const 1))
+
+  ;; Every tick: GET /x on cluster "up", 100 ms timeout.
+  (func (export "proxy_on_tick") (param $ctx i32)
+    (drop (call $http_call (i32.const 176) (i32.const 2) (i32.const 192) (i32.const 62)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 2060))))
+
+  ;; Keeps the answer's body and header count in shared data.
+  (func (export "proxy_on_http_call_response") (param $ctx i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
+    (i32.store (i32.const 2048) (i32.const 0))
+    (i32.store (i32.const 2052) (i32.const 0))
+    (drop (call $get_buffer (i32.const 4) (i32.const 0) (local.get $bs) (i32.const 2048) (i32.const 2052)))
+    (drop (call $set_shared (i32.const 320) (i32.const 9) (i32.load (i32.const 2048)) (i32.load (i32.const 2052)) (i32.const 0)))
+    (i32.store8 (i32.const 2064) (local.get $nh))
+    (drop (call $set_shared (i32.const 400) (i32.const 12) (i32.const 2064) (i32.const 1) (i32.const 0))))
+
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (drop (call $replace_header (i32.const 0) (i32.const 0) (i32.const 6) (i32.const 16) (i32.const 1)))
+    (drop (call $remove_header (i32.const 0) (i32.const 32) (i32.const 11)))
+    (if (result i32) (local.get $eos) (then (i32.const 0)) (else (i32.const 1))))
+
+  ;; Pauses until end of stream, then acts on the whole body.
+  (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (local $ptr i32) (local $len i32) (local $cas i32)
+    (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    (drop (call $get_buffer (i32.const 0) (i32.const 0) (local.get $size) (i32.const 2048) (i32.const 2052)))
+    (local.set $ptr (i32.load (i32.const 2048)))
+    (local.set $len (i32.load (i32.const 2052)))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 64) (i32.const 5))
+      (then
+        (drop (call $local_response (i32.const 418) (i32.const 0) (i32.const 0) (i32.const 80) (i32.const 6)
+          (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 96) (i32.const 3))
+      (then
+        ;; set v1 (no CAS), read its CAS, set v2 with it (OK), set v3 with the same, now stale, CAS.
+        (i32.store8 (i32.const 2084)
+          (i32.add (i32.const 48) (call $set_shared (i32.const 112) (i32.const 1) (i32.const 128) (i32.const 2) (i32.const 0))))
+        (drop (call $get_shared (i32.const 112) (i32.const 1) (i32.const 2072) (i32.const 2076) (i32.const 2080)))
+        (local.set $cas (i32.load (i32.const 2080)))
+        (i32.store8 (i32.const 2085)
+          (i32.add (i32.const 48) (call $set_shared (i32.const 112) (i32.const 1) (i32.const 130) (i32.const 2) (local.get $cas))))
+        (i32.store8 (i32.const 2086)
+          (i32.add (i32.const 48) (call $set_shared (i32.const 112) (i32.const 1) (i32.const 132) (i32.const 2) (local.get $cas))))
+        (drop (call $replace_header (i32.const 0) (i32.const 144) (i32.const 5) (i32.const 2084) (i32.const 3)))
+        (return (i32.const 0))))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 160) (i32.const 6))
+      (then
+        (drop (call $grpc_cancel (i32.const 1)))
+        (return (i32.const 0))))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 336) (i32.const 6))
+      (then
+        (drop (call $define_metric (i32.const 0) (i32.const 352) (i32.const 4) (i32.const 2088)))
+        (drop (call $increment_metric (i32.load (i32.const 2088)) (i64.const 5)))
+        (return (i32.const 0))))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 368) (i32.const 5))
+      (then
+        (i32.store (i32.const 2096) (i32.const 384))
+        (i32.store (i32.const 2100) (i32.const 5))
+        (drop (call $fd_write (i32.const 2) (i32.const 2096) (i32.const 1) (i32.const 2104)))
+        (unreachable)))
+    (if (call $eq (local.get $ptr) (local.get $len) (i32.const 432) (i32.const 7))
+      (then
+        (drop (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 448) (i32.const 2)))
+        (return (i32.const 0))))
+    (drop (call $replace_header (i32.const 0) (i32.const 48) (i32.const 6) (local.get $ptr) (local.get $len)))
+    (i32.const 0))
+
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
