@@ -1,0 +1,2 @@
+//! Placeholder until the per-request benchmark lands.
+fn main() {}
