@@ -274,7 +274,9 @@ impl EnvoyBuilder {
             vm.start(self.vm_config.len(), self.plugin_config.len())?;
             vms.push(vm);
         }
-        let inner = Inner { vms, shared, request_buffer_limit: self.request_buffer_limit };
+        let mut inner = Inner { vms, shared, request_buffer_limit: self.request_buffer_limit };
+        // What the start-up posted to the dispatcher (e.g. queue notifications) runs now.
+        inner.settle()?;
         Ok(Envoy { inner: Rc::new(RefCell::new(inner)) })
     }
 }

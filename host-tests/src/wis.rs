@@ -2,6 +2,7 @@
 //! scraper's wire format (`plugin/src/pool.rs`), OpenAI-style request bodies.
 
 use crate::story::Exchange;
+use crate::{Envoy, UpstreamReply};
 use serde_json::{Value, json};
 
 /// The header the plugin sets: primary endpoint, then fallbacks.
@@ -13,6 +14,8 @@ pub const SESSION: &str = "x-session-token";
 pub const CHAT: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";
 pub const MODEL: &str = "Qwen/Qwen3-0.6B";
+/// The scraper cluster [`config_with_scraper`] configures.
+pub const SCRAPER_CLUSTER: &str = "wis-scraper";
 
 /// One pod in a snapshot, with the scraper's fields.
 #[derive(Debug, Clone)]
@@ -125,7 +128,7 @@ pub fn chat(model: &str, system: &str, user: &str) -> Value {
 /// The plugin's configuration with a scraper cluster and the given extras merged at top level.
 pub fn config_with_scraper(extra: Value) -> Value {
     let mut config = json!({
-        "pool": {"snapshotCluster": "wis-scraper", "refreshIntervalMs": 50, "fetchTimeoutMs": 200},
+        "pool": {"snapshotCluster": SCRAPER_CLUSTER, "refreshIntervalMs": 50, "fetchTimeoutMs": 200},
     });
     merge(&mut config, extra);
     config
@@ -172,5 +175,12 @@ impl Exchange {
     pub fn assert_destination(&self, expected_primary: &str) -> &Self {
         assert_eq!(self.primary(), expected_primary, "primary destination; full header: {:?}", self.destinations());
         self
+    }
+}
+
+impl Envoy {
+    /// From now on the scraper cluster answers every snapshot fetch with this body (200, 1 ms).
+    pub fn scraper_replies(&self, snapshot_json: impl Into<Vec<u8>>) {
+        self.upstream(SCRAPER_CLUSTER).always(UpstreamReply::json(200, snapshot_json));
     }
 }

@@ -215,3 +215,76 @@ fn a_missing_wasm_file_is_a_clear_error() {
     let error = Envoy::new().wasm_file("/nonexistent/plugin.wasm").build().err().expect("no file");
     assert!(error.0.contains("/nonexistent/plugin.wasm"), "{error}");
 }
+
+/// A filter whose `proxy_on_configure` probes calls whose answers are statuses, and a shared queue.
+const CALLS_WAT: &str = r#"
+(module
+  (import "env" "proxy_set_effective_context" (func $set_effective (param i32) (result i32)))
+  (import "env" "proxy_done" (func $done (result i32)))
+  (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_log_level" (func $get_log_level (param i32) (result i32)))
+  (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_resolve_shared_queue" (func $resolve (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 32768))
+  (data (i32.const 0) "plugin_name")
+  (data (i32.const 16) "nope")
+  (data (i32.const 32) "q")
+  (data (i32.const 48) "item")
+  (data (i32.const 64) "statuses")
+  (data (i32.const 80) "prop")
+  (data (i32.const 96) "dequeued")
+  (data (i32.const 112) "missing")
+  (data (i32.const 128) "after")
+  (func (export "_initialize"))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func $digit (param $at i32) (param $status i32)
+    (i32.store8 (local.get $at) (i32.add (i32.const 48) (local.get $status))))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param $ctx i32) (param $size i32) (result i32)
+    (call $digit (i32.const 1024) (call $set_effective (i32.const 999)))
+    (call $digit (i32.const 1025) (call $done))
+    (call $digit (i32.const 1026) (call $foreign (i32.const 16) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 2048) (i32.const 2052)))
+    (call $digit (i32.const 1027) (call $get_property (i32.const 0) (i32.const 11) (i32.const 2048) (i32.const 2052)))
+    (drop (call $set_shared (i32.const 80) (i32.const 4) (i32.load (i32.const 2048)) (i32.load (i32.const 2052)) (i32.const 0)))
+    (call $digit (i32.const 1028) (call $get_property (i32.const 16) (i32.const 4) (i32.const 2048) (i32.const 2052)))
+    (call $digit (i32.const 1029) (call $get_log_level (i32.const 2056)))
+    (call $digit (i32.const 1030) (i32.load (i32.const 2056)))
+    (call $digit (i32.const 1031) (call $register (i32.const 32) (i32.const 1) (i32.const 2060)))
+    (call $digit (i32.const 1032) (call $resolve (i32.const 0) (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 2064)))
+    (call $digit (i32.const 1033) (i32.eq (i32.load (i32.const 2060)) (i32.load (i32.const 2064))))
+    (call $digit (i32.const 1034) (call $enqueue (i32.load (i32.const 2060)) (i32.const 48) (i32.const 4)))
+    (call $digit (i32.const 1035) (call $get_shared (i32.const 112) (i32.const 7) (i32.const 2048) (i32.const 2052) (i32.const 2068)))
+    (drop (call $set_shared (i32.const 64) (i32.const 8) (i32.const 1024) (i32.const 12) (i32.const 0)))
+    (i32.const 1))
+  ;; Takes the item, then finds the queue empty.
+  (func (export "proxy_on_queue_ready") (param $ctx i32) (param $queue i32)
+    (drop (call $dequeue (local.get $queue) (i32.const 2048) (i32.const 2052)))
+    (drop (call $set_shared (i32.const 96) (i32.const 8) (i32.load (i32.const 2048)) (i32.load (i32.const 2052)) (i32.const 0)))
+    (call $digit (i32.const 1100) (call $dequeue (local.get $queue) (i32.const 2048) (i32.const 2052)))
+    (drop (call $set_shared (i32.const 128) (i32.const 5) (i32.const 1100) (i32.const 1) (i32.const 0)))))
+"#;
+
+#[test]
+fn status_answers_and_shared_queues_follow_the_spec() {
+    let envoy = Envoy::new().wasm_bytes(wat::parse_str(CALLS_WAT).unwrap()).plugin_name("probe").build().unwrap();
+    let data = envoy.shared_data();
+    let statuses = String::from_utf8(data["statuses"].0.clone()).unwrap();
+    // set_effective_context(unknown) BadArgument 2; proxy_done outside a pending context NotFound 1;
+    // foreign function NotFound 1; plugin_name OK 0; unknown property NotFound 1; log level OK 0
+    // and Info 2; register OK; resolve OK; same id; enqueue OK; missing shared key NotFound 1.
+    assert_eq!(statuses, "211010200101");
+    assert_eq!(data["prop"].0, b"probe");
+    assert_eq!(data["dequeued"].0, b"item", "proxy_on_queue_ready ran after the enqueue");
+    assert_eq!(data["after"].0, b"7", "the second dequeue finds the queue Empty (7)");
+}

@@ -23,7 +23,7 @@ fn fleet(workers: usize, pool: &[Pod], extra: Value) -> Envoy {
 /// The scraper serves a new snapshot; after two refresh intervals every worker has it.
 fn publish(envoy: &Envoy, sequence: u64, pool: &[Pod]) {
     let ok_before = envoy.stats().get("wis.snapshot.fetch_ok").copied().unwrap_or(0);
-    envoy.upstream(SCRAPER).always(UpstreamReply::json(200, wis::snapshot(sequence, envoy.now_ms(), pool)));
+    envoy.scraper_replies(wis::snapshot(sequence, envoy.now_ms(), pool));
     envoy.advance_ms(101);
     assert!(envoy.stat("wis.snapshot.fetch_ok") > ok_before, "the plugin fetched no snapshot: {:?}", envoy.logs());
 }
@@ -422,13 +422,7 @@ fn the_response_carries_a_session_token_naming_the_serving_pod() {
     let token = client.header(wis::SESSION).expect("session token on the response").to_string();
     assert!(!token.contains(&primary), "the token is opaque, not the address");
     // With a session-affinity profile the token brings the next request back.
-    let affinity = fleet(
-        1,
-        &pods(3),
-        json!({"endpointPickerConfig": {"plugins": [{"type": "session-affinity-scorer"}, {"type": "queue-scorer"}],
-               "schedulingProfiles": [{"name": "s", "plugins": [{"pluginRef": "session-affinity-scorer", "weight": 10},
-                                                                  {"pluginRef": "queue-scorer", "weight": 1}]}]}}),
-    );
+    let affinity = fleet(1, &pods(3), session_affinity_profile());
     let mut first = send_chat(&affinity, 0, "a", "b");
     let pod = first.primary();
     let token = first.respond(200).body("{}").finish().header(wis::SESSION).unwrap().to_string();
@@ -441,6 +435,29 @@ fn the_response_carries_a_session_token_naming_the_serving_pod() {
             .send();
         again.assert_destination(&pod);
     }
+}
+
+fn session_affinity_profile() -> Value {
+    json!({"endpointPickerConfig": {
+        "plugins": [{"type": "session-affinity-scorer"}, {"type": "queue-scorer"}],
+        "schedulingProfiles": [{"name": "s", "plugins": [
+            {"pluginRef": "session-affinity-scorer", "weight": 10},
+            {"pluginRef": "queue-scorer", "weight": 1}]}]}})
+}
+
+#[test]
+fn a_response_from_a_fallback_moves_the_request_and_the_session_to_it() {
+    let envoy = fleet(2, &pods(3), session_affinity_profile());
+    let mut r = send_chat(&envoy, 0, "sys", "hi");
+    let destinations = r.destinations();
+    let (primary, fallback) = (destinations[0].clone(), destinations[1].clone());
+    assert_ne!(primary, fallback);
+    // Envoy retried past the primary: upstream.address names the fallback.
+    let client = r.respond(200).from_upstream(&fallback).body("{}").finish();
+    assert_eq!(envoy.stat("wis.served_elsewhere"), 1);
+    let token = client.header(wis::SESSION).expect("session token").to_string();
+    let next = envoy.worker(1).request(CHAT).header(wis::SESSION, &token).json(&chat("next", "turn")).send();
+    next.assert_destination(&fallback);
 }
 
 #[test]
