@@ -77,8 +77,9 @@ fn compile(bytes: &[u8], file: Option<&Path>) -> HostResult<Module> {
     bytes.hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
     let key = hasher.finish();
-    let modules = MODULES.get_or_init(Default::default);
-    if let Some(module) = modules.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    // Held while compiling: tests starting together wait for one compile instead of each doing it.
+    let mut modules = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(module) = modules.get(&key) {
         return Ok(module.clone());
     }
     let cache = file.map(|f| f.with_extension(format!("{key:016x}.cwasm")));
@@ -102,7 +103,7 @@ fn compile(bytes: &[u8], file: Option<&Path>) -> HostResult<Module> {
             module
         }
     };
-    modules.lock().unwrap_or_else(|p| p.into_inner()).insert(key, module.clone());
+    modules.insert(key, module.clone());
     Ok(module)
 }
 
