@@ -41,7 +41,7 @@ pub struct PluginConfig {
     pub headers: HeaderNames,
     /// Adds a header naming the chosen endpoint and each scorer's score (to the upstream request
     /// and the response). Off by default: it reveals pool addresses to clients.
-    pub debug_header: bool,
+    pub debug_header: DebugHeader,
     pub shared_state: SharedStateConfig,
     /// Resolved from the `prefix-cache-scorer` plugin's parameters (or defaults) after parsing.
     #[serde(skip)]
@@ -60,9 +60,53 @@ impl Default for PluginConfig {
             limits: Limits::default(),
             inference_paths: vec!["/v1/completions".into(), "/v1/chat/completions".into()],
             headers: HeaderNames::default(),
-            debug_header: false,
+            debug_header: DebugHeader::Off,
             shared_state: SharedStateConfig::default(),
             prefix: PrefixSettings::default(),
+        }
+    }
+}
+
+/// What the debug header carries. Written as `false` / `true` (= `"summary"`) / `"summary"` /
+/// `"json"` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DebugHeader {
+    #[default]
+    Off,
+    /// One line: the winner, its scores and weights, predicted prefix blocks, fallbacks.
+    Summary,
+    /// The whole decision as compact JSON (every endpoint's scores, at most
+    /// [`crate::decision::MAX_DEBUG_ROWS`] rows), for the decision view and access logs.
+    Json,
+}
+
+impl DebugHeader {
+    pub fn enabled(self) -> bool {
+        self != Self::Off
+    }
+}
+
+impl<'de> Deserialize<'de> for DebugHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Name(String),
+        }
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected true, false, \"summary\" or \"json\"")
+        })? {
+            Raw::Flag(false) => Ok(Self::Off),
+            Raw::Flag(true) => Ok(Self::Summary),
+            Raw::Name(name) => match name.as_str() {
+                "off" => Ok(Self::Off),
+                "summary" => Ok(Self::Summary),
+                "json" => Ok(Self::Json),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown debug header format '{other}': expected true, false, \"summary\" or \"json\""
+                ))),
+            },
         }
     }
 }
@@ -196,7 +240,7 @@ pub struct HeaderNames {
     pub model: String,
     /// Prefix-affinity key set in Service Extensions mode, for the load balancer's hashing.
     pub affinity_key: String,
-    /// Debug header (only with `debugHeader: true`).
+    /// Debug header (only when `debugHeader` is not `false`).
     pub debug: String,
 }
 
@@ -409,6 +453,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.path, "endpointPickerConfig.plugins[1].parameters.blockSizeTokens");
         assert!(err.to_string().contains("expected u32"), "{err}");
+    }
+
+    #[test]
+    fn debug_header_takes_a_flag_or_a_format() {
+        let read = |v: &str| PluginConfig::from_json(format!(r#"{{"debugHeader":{v}}}"#).as_bytes());
+        assert_eq!(read("false").unwrap().debug_header, DebugHeader::Off);
+        assert_eq!(read("true").unwrap().debug_header, DebugHeader::Summary);
+        assert_eq!(read(r#""summary""#).unwrap().debug_header, DebugHeader::Summary);
+        assert_eq!(read(r#""json""#).unwrap().debug_header, DebugHeader::Json);
+        let err = read(r#""yaml""#).unwrap_err();
+        assert_eq!(err.path, "debugHeader");
+        assert!(err.message.contains("unknown debug header format 'yaml'"), "{err}");
+        let err = read("3").unwrap_err();
+        assert!(err.message.contains(r#"expected true, false, "summary" or "json""#), "{err}");
     }
 
     #[test]

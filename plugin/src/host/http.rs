@@ -14,7 +14,7 @@
 
 use super::abi::{self, Buffer, LogLevel, Map};
 use super::vm::{Vm, VmRef};
-use crate::config::Mode;
+use crate::config::{DebugHeader, Mode};
 use crate::error::LocalReply;
 use crate::feedback::{self, ResponseTail};
 use crate::memory::RoutingEvent;
@@ -155,7 +155,11 @@ impl Filter {
         if let Err(e) = abi::set_header(Map::RequestHeaders, &vm.config.headers.destination, &destination) {
             return self.fail_open(vm, &format!("could not set the destination header ({e})"));
         }
-        let debug = vm.config.debug_header.then(|| decision.debug_summary());
+        let debug = match vm.config.debug_header {
+            DebugHeader::Off => None,
+            DebugHeader::Summary => Some(decision.debug_summary()),
+            DebugHeader::Json => Some(decision.debug_json()),
+        };
         if let Some(summary) = &debug {
             let _ = abi::set_header(Map::RequestHeaders, &vm.config.headers.debug, summary);
         }
