@@ -30,6 +30,20 @@ build_plugin() {
     log "plugin: $PLUGIN_WASM ($((size / 1024)) KiB, sha256 $sum)"
 }
 
+# The decision view's browser module: the scheduling core for wasm32-unknown-unknown, then its
+# JavaScript bindings (decision-view/bindgen, pinned by Cargo.lock), into $VIEW_PKG.
+VIEW_PKG="$CARGO_TARGET_DIR/decision-view/pkg"
+export WIS_VIEW_PKG="${WIS_VIEW_PKG:-$VIEW_PKG}"
+build_decision_view() {
+    ensure_rust_target wasm32-unknown-unknown
+    log "building the decision view (scheduling core for wasm32-unknown-unknown + wasm-bindgen glue)"
+    cargo build --locked -p decision-view --target wasm32-unknown-unknown --profile view-release
+    cargo build --locked -p decision-view-bindgen
+    "$CARGO_TARGET_DIR/debug/wis-bindgen" \
+        "$CARGO_TARGET_DIR/wasm32-unknown-unknown/view-release/decision_view.wasm" "$VIEW_PKG"
+    log "decision view: $VIEW_PKG ($(($(wc -c <"$VIEW_PKG/decision_view_bg.wasm") / 1024)) KiB of wasm)"
+}
+
 # Creates .venv (once) and installs the given requirement files into it when they changed.
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then

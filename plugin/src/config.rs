@@ -94,9 +94,9 @@ impl<'de> Deserialize<'de> for DebugHeader {
             Flag(bool),
             Name(String),
         }
-        match Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected true, false, \"summary\" or \"json\"")
-        })? {
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected true, false, \"summary\" or \"json\""))?
+        {
             Raw::Flag(false) => Ok(Self::Off),
             Raw::Flag(true) => Ok(Self::Summary),
             Raw::Name(name) => match name.as_str() {

@@ -152,6 +152,24 @@ impl PoolSnapshot {
         }
     }
 
+    /// The configured static endpoints as a snapshot: healthy, never scraped (so stale), no metrics.
+    pub fn from_static(endpoints: &[String]) -> Self {
+        let mut snapshot = Self::empty();
+        snapshot.endpoints = endpoints
+            .iter()
+            .map(|address| Endpoint {
+                address: address.clone(),
+                healthy: true,
+                stale: true,
+                last_scrape_ms: 0,
+                consecutive_failures: 0,
+                models: Vec::new(),
+                metrics: EndpointMetrics::default(),
+            })
+            .collect();
+        snapshot
+    }
+
     /// Parses and validates a snapshot. Metric values are sanitised (KV usage clamped to [0, 1],
     /// non-finite values to 0) rather than rejected: one odd gauge must not blind the scheduler
     /// to the whole pool.

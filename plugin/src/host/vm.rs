@@ -5,7 +5,7 @@ use super::shared::{self, HostStore, Keys, SnapshotVersion};
 use super::stats::Stats;
 use crate::config::{Mode, PluginConfig};
 use crate::memory::{RoutingEvent, RoutingMemory};
-use crate::pool::{Endpoint, EndpointMetrics, PoolSnapshot};
+use crate::pool::PoolSnapshot;
 use crate::scheduler::Scheduler;
 use crate::shared_log::SharedLog;
 use hashbrown::HashMap;
@@ -51,7 +51,7 @@ impl Vm {
     pub fn new(config: PluginConfig, scheduler: Scheduler, plugin_name: &str, holder: u32) -> Self {
         let keys = Keys::new(plugin_name);
         let log = SharedLog::new(&keys.log, config.shared_state.log_slots, STUCK_READS_BEFORE_SKIP);
-        let static_pool = static_snapshot(&config.pool.endpoints);
+        let static_pool = PoolSnapshot::from_static(&config.pool.endpoints);
         let stats = if config.mode == Mode::Envoy { Some(Stats::define()) } else { None };
         Self {
             memory: RoutingMemory::new(&config),
@@ -206,23 +206,4 @@ impl Vm {
         }
         endpoint.last_scrape_ms = endpoint.last_scrape_ms.max(now_ms);
     }
-}
-
-/// The configured static endpoints as a snapshot: healthy, never scraped (so their metrics count
-/// as stale and the scheduler relies on its own in-flight counts and prefix memory).
-fn static_snapshot(endpoints: &[String]) -> PoolSnapshot {
-    let mut snapshot = PoolSnapshot::empty();
-    snapshot.endpoints = endpoints
-        .iter()
-        .map(|address| Endpoint {
-            address: address.clone(),
-            healthy: true,
-            stale: true,
-            last_scrape_ms: 0,
-            consecutive_failures: 0,
-            models: Vec::new(),
-            metrics: EndpointMetrics::default(),
-        })
-        .collect();
-    snapshot
 }
