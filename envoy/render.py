@@ -89,6 +89,8 @@ class RenderOptions:
     plugin_config: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     access_log: str | None = None
+    # JSON lines, one per request, with the plugin's debug header (the decision view reads it).
+    decision_log: str | None = None
 
 
 def parse_host_port(text: str, what: str, *, need_ip: bool = True) -> tuple[str, int]:
@@ -322,6 +324,36 @@ def access_log(path: str) -> list[dict[str, Any]]:
     ]
 
 
+DEBUG_HEADER = "x-wis-decision"
+
+
+def decision_log(path: str) -> dict[str, Any]:
+    """One JSON object per request: where it went and, with the plugin's `debugHeader: "json"`,
+    the whole decision (every endpoint's scores) as a JSON string in `decision`."""
+    fields = {
+        "start_time": "%START_TIME(%Y-%m-%dT%H:%M:%E3SZ)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "picked": f"%REQ({DESTINATION_HEADER})%",
+        "upstream": "%UPSTREAM_HOST%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "duration_ms": "%DURATION%",
+        "first_byte_ms": "%RESPONSE_DURATION%",
+        "request_bytes": "%BYTES_RECEIVED%",
+        "decision": f"%REQ({DEBUG_HEADER})%",
+    }
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": typed(
+            "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            path=path,
+            log_format={"json_format": fields},
+        ),
+    }
+
+
 def listener(opts: RenderOptions) -> dict[str, Any]:
     filters: list[dict[str, Any]] = []
     if opts.scenario in ("plugin", "kubernetes"):
@@ -355,6 +387,8 @@ def listener(opts: RenderOptions) -> dict[str, Any]:
     }
     if opts.access_log:
         hcm["access_log"] = access_log(opts.access_log)
+    if opts.decision_log:
+        hcm.setdefault("access_log", []).append(decision_log(opts.decision_log))
     return {
         "name": "inference",
         "address": socket_address(opts.listen, "--listen"),

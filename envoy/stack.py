@@ -291,6 +291,8 @@ class Envoy:
     config_path: Path
     scenario: str
     workers: int
+    # JSON lines with each request's decision (start_envoy(decision_log=True)).
+    decision_log: Path | None = None
 
     @property
     def url(self) -> str:
@@ -401,6 +403,7 @@ class Stack:
         plugin_config: dict[str, Any] | None = None,
         wasm: Path | None = None,
         access_log: bool = True,
+        decision_log: bool = False,
         log_level: str = "info",
         name: str = "envoy",
     ) -> Envoy:
@@ -419,6 +422,7 @@ class Stack:
             plugin_config=plugin_config or {},
             workers=workers,
             access_log=str(self.run_dir.file(f"{name}-access.log")) if access_log else None,
+            decision_log=str(self.run_dir.file(f"{name}-decisions.jsonl")) if decision_log else None,
         )
         config_path = self.run_dir.file(f"{name}.yaml")
         config_path.write_text(render.to_text(render.render(opts), "yaml"))
@@ -433,7 +437,15 @@ class Stack:
             log_level,
         ]
         proc = self.spawn(name, argv)
-        envoy = Envoy(proc, opts.listen, opts.admin, config_path, scenario, workers)
+        envoy = Envoy(
+            proc,
+            opts.listen,
+            opts.admin,
+            config_path,
+            scenario,
+            workers,
+            Path(opts.decision_log) if opts.decision_log else None,
+        )
         wait_until(
             f"envoy ({scenario}) admin {opts.admin}/ready",
             lambda: proc.alive() and http_get(opts.admin, "/ready")[0] == 200,

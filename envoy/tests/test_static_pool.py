@@ -5,10 +5,12 @@ to a pool member and is served by that member."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 import client
+import stack as stack_mod
 from backends import SERVED_BY_HEADER, start_backend
 
 
@@ -79,3 +81,46 @@ def test_malformed_body_gets_a_400_with_an_openai_error_and_reaches_no_pod(envoy
     assert isinstance(error["message"], str) and error["message"]
     assert error["type"]
     assert not [r for b in pool for r in b.seen if r.path == "/v1/chat/completions"]
+
+
+def test_json_debug_header_and_decision_log_carry_the_whole_decision(stack, pool, wasm_path):
+    """What the decision view reads: with `debugHeader: "json"`, the response names the decision
+    and Envoy's JSON decision log holds one line per request with every endpoint's scores."""
+    members = {b.address for b in pool}
+    envoy = stack.start_envoy(
+        "plugin",
+        sorted(members),
+        workers=2,
+        wasm=wasm_path,
+        plugin_config={"debugHeader": "json"},
+        decision_log=True,
+    )
+    resp = client.chat(envoy.listen, client.conversation("You are terse.", "Say hi."))
+    assert resp.status == 200, resp.body
+    decision = json.loads(resp.header("x-wis-decision"))
+    assert decision["primary"] == resp.header(SERVED_BY_HEADER)
+    assert {row["address"] for row in decision["scores"]} == members
+    for row in decision["scores"]:
+        assert {s["scorer"] for s in row["scores"]} >= {"prefix-cache-scorer", "queue-scorer"}, row
+
+    bad = client.request(
+        envoy.listen, "POST", "/v1/chat/completions", b"{not json", {"content-type": "application/json"}
+    )
+    assert bad.status == 400
+
+    # Envoy writes access logs asynchronously; both requests' lines must arrive.
+    lines = wait_for_lines(envoy.decision_log, 2)
+    ok, rejected = lines
+    assert ok["status"] == 200 and ok["path"] == "/v1/chat/completions"
+    assert json.loads(ok["decision"]) == decision
+    assert ok["upstream"] == decision["primary"]
+    assert picked(ok["picked"])[0] == decision["primary"]
+    assert rejected["status"] == 400 and rejected["decision"] in (None, "-")
+
+
+def wait_for_lines(path: Path, count: int) -> list[dict]:
+    def ready() -> bool:
+        return path.is_file() and len(path.read_text().splitlines()) >= count
+
+    stack_mod.wait_until(f"{count} lines in {path}", ready, 10.0)
+    return [json.loads(line) for line in path.read_text().splitlines()]
