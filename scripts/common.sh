@@ -44,6 +44,36 @@ build_decision_view() {
     log "decision view: $VIEW_PKG ($(($(wc -c <"$VIEW_PKG/decision_view_bg.wasm") / 1024)) KiB of wasm)"
 }
 
+# Debian's Chromium for the real-browser tests (Playwright's own browser download does not work on
+# our machines). Installed with apt when missing and we are root; otherwise a clear error: the
+# browser tests fail rather than pass without a browser.
+CHROMIUM="${WIS_CHROMIUM:-/usr/bin/chromium}"
+ensure_chromium() {
+    [ -x "$CHROMIUM" ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing Debian's chromium for the browser tests"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+            || die "could not install chromium with apt-get: the browser tests need it"
+    fi
+    [ -x "$CHROMIUM" ] || die "no Chromium at $CHROMIUM: install Debian's chromium package (or set WIS_CHROMIUM)"
+    export WIS_CHROMIUM="$CHROMIUM"
+}
+
+# playwright-core (pinned in browser-tests/package-lock.json), installed with npm ci when the lock
+# file changed.
+ensure_playwright() {
+    command -v npm >/dev/null || die "npm is needed for the browser tests (Node.js 20 or newer)"
+    local dir="$ROOT/browser-tests" stamp want
+    stamp="$dir/node_modules/.stamp"
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing playwright-core for the browser tests (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in browser-tests failed"
+        echo "$want" >"$stamp"
+    fi
+}
+
 # Creates .venv (once) and installs the given requirement files into it when they changed.
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let generated = bindgen
         .input_path(&input)
         .web(true)
-        .and_then(|b| b.typescript(false).out_name("decision_view").generate(&out_dir));
+        .and_then(|b| b.typescript(false).omit_default_module_path(false).out_name("decision_view").generate(&out_dir));
     match generated {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
