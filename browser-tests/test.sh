@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Real-browser tests (part of ./build.sh test): headless Debian Chromium driven by playwright-core
+# against the chat (Gradio) and the decision view on a live local stack (sim fleet + scraper +
+# Envoy with the plugin). Installs what it needs: chromium (apt), playwright-core (npm ci), the
+# chat's Python packages (.venv), the decision view's browser module, Envoy, sim and scraper.
+# Without Chromium the tests fail, saying so; they never pass without a browser.
+#   browser-tests/test.sh [test files...]
+set -euo pipefail
+source "$(dirname "$0")/../envoy/lib.sh"
+cd "$ROOT"
+
+ensure_chromium
+ensure_playwright
+build_plugin
+build_decision_view
+build_native_tools debug
+ensure_envoy
+ensure_venv chat/requirements.txt
+export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+
+log "browser tests (chromium $("$WIS_CHROMIUM" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1), playwright-core)"
+exec "$PYTHON" "$ROOT/browser-tests/run.py" "$@"
