@@ -2,6 +2,7 @@
 # The one entry point.
 #   ./build.sh            build the plugin .wasm (size-optimised) and report its size and sha256
 #   ./build.sh test       every test: formatting, lints, unit tests, host tests, end-to-end, manifests, browser
+#   ./build.sh ui         a live local stack with the chat and the decision view, until Ctrl-C
 #   ./build.sh demo       the main job: simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload
 #   ./build.sh bench      benchmarks against the peers (round-robin, least-request, vllm-router, ext_proc)
 #   ./build.sh package    plugin OCI image layout + sha256, rendered Envoy config, Dockerfile checks
@@ -20,7 +21,7 @@ lint() {
 }
 
 # Component test scripts, run in this order after the Rust tests; each owns its setup.
-COMPONENT_TESTS=(envoy/test.sh manifests/test.sh chat/test.sh)
+COMPONENT_TESTS=(envoy/test.sh manifests/test.sh chat/test.sh browser-tests/test.sh)
 
 run_tests() {
     build_plugin
@@ -42,8 +43,9 @@ case "${1:-build}" in
     test) run_tests ;;
     lint) ensure_rust_target wasm32-wasip1; lint ;;
     demo) exec "$ROOT/envoy/demo.sh" "${@:2}" ;;
+    ui) exec "$ROOT/envoy/ui.sh" "${@:2}" ;;
     bench) exec "$ROOT/bench/run.sh" "${@:2}" ;;
     package) exec "$ROOT/manifests/package.sh" "${@:2}" ;;
-    -h | --help | help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./build.sh help)" ;;
 esac

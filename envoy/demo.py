@@ -3,7 +3,11 @@
 serve a chat workload with shared system prompts; then the same workload goes through plain Envoy
 round-robin on a fresh fleet, and the two are compared.
 
-    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--with-ui]
+    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--no-ui] [--with-ui]
+
+While the plugin phase runs, the Gradio chat and the decision view are served on localhost (their
+URLs are printed): the view plots the routing and the prefix-cache hit rate live. At the end, on
+a terminal (or with --with-ui), a fresh stack keeps both up until Ctrl-C.
 
 envoy/demo.sh builds everything first; this script expects the binaries and .venv to exist.
 """
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import stack as stack_mod  # noqa: E402
+import ui as ui_mod  # noqa: E402
 
 # Groups listed per pod before "+N more" (a line stays readable on an 80-column terminal).
 GROUPS_SHOWN = 8
@@ -118,7 +122,11 @@ def run_phase(name: str, scenario: str, args: argparse.Namespace, base: Path) ->
             step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms)")
             scraper = stack.start_scraper(pool)
         step(f"[{name}] starting Envoy ({args.workers} workers{', with the plugin' if scenario == 'plugin' else ''})")
-        envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=args.workers)
+        if scenario == "plugin" and not args.no_ui:
+            envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
+            start_phase_ui(stack, envoy, scraper, pool, args)
+        else:
+            envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=args.workers)
         step(f"[{name}] sending the chat workloads through {envoy.url}")
         for w in workloads(args):
             reports[w.name] = run_load(stack, envoy, pool, w, run_dir.file(f"load-{w.name}.json"), name)
@@ -223,29 +231,39 @@ def report(phases: list[PhaseResult], args: argparse.Namespace) -> None:
             say(f"    {k} = {v}")
 
 
-def start_ui(args: argparse.Namespace, base: Path) -> None:
-    """Hook for the chat UI and decision view (chat/serve.sh): a fresh stack that stays up with the UI."""
-    serve = stack_mod.ROOT / "chat" / "serve.sh"
-    if not (serve.is_file() and os.access(serve, os.X_OK)):
-        say(f"--with-ui: {serve} is not there yet; skipping the chat UI")
+def start_phase_ui(
+    stack: stack_mod.Stack, envoy: stack_mod.Envoy, scraper: str | None, pool: list[str], args: argparse.Namespace
+) -> None:
+    """The chat and the decision view on the plugin phase's stack: watch the workload live."""
+    try:
+        ui = ui_mod.start_ui(stack, envoy, scraper, pool, chat_port=args.chat_port, view_port=args.view_port)
+    except stack_mod.StackError as e:
+        say(f"    (the chat and the decision view did not start, the demo goes on without them: {e})")
         return
+    say(f"    {BOLD}decision view{RESET} {ui.view_url}  (open it now: routing and prefix hits, live)")
+    say(f"    {BOLD}chat{RESET}          {ui.chat_url}")
+
+
+def hold_ui(args: argparse.Namespace, base: Path) -> None:
+    """A fresh stack with the chat and the decision view, up until Ctrl-C."""
     run_dir = stack_mod.RunDir(base / "ui")
     run_dir.path.mkdir(parents=True, exist_ok=True)
     with stack_mod.Stack(run_dir) as stack:
-        pool = stack.start_fleet(args.pods, args.fleet_arg)
+        step("starting a fresh fleet, scraper and Envoy for the chat and the decision view")
+        pool = stack.start_fleet(args.pods, ["--enable-prompt-tokens-details", *args.fleet_arg])
         scraper = stack.start_scraper(pool)
-        envoy = stack.start_envoy("plugin", pool, scraper=scraper, workers=args.workers)
-        env = {
-            "WIS_GATEWAY_URL": envoy.url,
-            "WIS_ENVOY_ADMIN": f"http://{envoy.admin}",
-            "WIS_SCRAPER_URL": f"http://{scraper}",
-            "WIS_POOL": ",".join(pool),
-        }
-        ui = stack.spawn("chat-ui", [str(serve)], env=env)
-        step(f"chat UI started (log {ui.log}); gateway {envoy.url}. Ctrl-C to stop everything.")
-        while ui.alive():
+        envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
+        ui = ui_mod.start_ui(stack, envoy, scraper, pool, chat_port=args.chat_port, view_port=args.view_port)
+        say()
+        say(f"    {BOLD}chat{RESET}          {ui.chat_url}   (each turn shows the pod that served it)")
+        say(f"    {BOLD}decision view{RESET} {ui.view_url}   (every decision, every scorer, live)")
+        say(f"    gateway       {ui.gateway_url}   (OpenAI API: /v1/chat/completions)")
+        say(f"    logs          {run_dir.path}")
+        say("    Ctrl-C stops everything.")
+        while all(p.alive() for p in stack.processes):
             time.sleep(0.5)
-        say(f"chat UI exited:\n{ui.log_tail()}")
+        dead = next(p for p in stack.processes if not p.alive())
+        say(f"{dead.name} exited{dead.failure_note()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="KV blocks per pod (16 tokens each): small enough that no pod can cache every prompt")
     p.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
     p.add_argument("--skip-round-robin", action="store_true", help="run only the plugin phase")
-    p.add_argument("--with-ui", action="store_true", help="afterwards, start the chat UI (chat/serve.sh) on a live stack")
+    p.add_argument("--no-ui", action="store_true", help="no chat and no decision view (workloads and report only)")
+    p.add_argument("--with-ui", action="store_true",
+                   help="afterwards keep the chat and the decision view up until Ctrl-C (the default on a terminal)")
+    p.add_argument("--chat-port", type=int, default=ui_mod.DEFAULT_CHAT_PORT)
+    p.add_argument("--view-port", type=int, default=ui_mod.DEFAULT_VIEW_PORT)
     args = p.parse_args(argv)
 
     base = stack_mod.RunDir.create("demo").path
@@ -285,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             "(python3 envoy/stack.py up prints the admin address)")
         say("    README: 'How it works', 'Envoy configuration that matters', 'Configuration'; envoy/render.py for every config")
         say(f"    total demo time: {time.monotonic() - started:.0f} s")
-        if args.with_ui:
-            start_ui(args, base)
+        if not args.no_ui and (args.with_ui or sys.stdin.isatty()):
+            hold_ui(args, base)
     except KeyboardInterrupt:
         say("\ninterrupted: every process of the demo has been stopped")
         return 130

@@ -3,7 +3,8 @@
 # simulator and scraper in release, .venv with the pinned Envoy), then run envoy/demo.py:
 # a simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload with shared
 # system prompts, the same workload through plain round-robin, and the comparison.
-#   envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--with-ui] [--help]
+# The chat (Gradio) and the decision view run beside the plugin phase (their URLs are printed).
+#   envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--no-ui] [--with-ui] [--help]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -11,6 +12,10 @@ cd "$ROOT"
 build_plugin
 build_native_tools release
 ensure_envoy
+if [[ " $* " != *" --no-ui "* ]]; then
+    build_decision_view
+    ensure_venv chat/requirements.txt
+fi
 export WIS_PLUGIN_WASM="$PLUGIN_WASM"
 
 log "running the demo (about 2-4 minutes; Ctrl-C stops it and every process it started)"

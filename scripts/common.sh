@@ -49,6 +49,7 @@ build_decision_view() {
 # browser tests fail rather than pass without a browser.
 CHROMIUM="${WIS_CHROMIUM:-/usr/bin/chromium}"
 ensure_chromium() {
+    export WIS_CHROMIUM="$CHROMIUM"
     [ -x "$CHROMIUM" ] && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing Debian's chromium for the browser tests"
@@ -57,7 +58,6 @@ ensure_chromium() {
             || die "could not install chromium with apt-get: the browser tests need it"
     fi
     [ -x "$CHROMIUM" ] || die "no Chromium at $CHROMIUM: install Debian's chromium package (or set WIS_CHROMIUM)"
-    export WIS_CHROMIUM="$CHROMIUM"
 }
 
 # playwright-core (pinned in browser-tests/package-lock.json), installed with npm ci when the lock

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# ./build.sh ui: a simulated fleet, the scraper and Envoy with the plugin, plus the Gradio chat and
+# the decision view on localhost, until Ctrl-C (envoy/ui.py prints the URLs).
+#   envoy/ui.sh [--pods 4] [--chat-port 7860] [--view-port 7861]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+build_plugin
+build_native_tools release
+ensure_envoy
+build_decision_view
+ensure_venv chat/requirements.txt
+export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+log "starting the stack with the chat and the decision view (Ctrl-C stops it)"
+exec "$PYTHON" "$ROOT/envoy/ui.py" "$@"
