@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"    every request of a run: {base}/<phase>/load-<workload>.json; plugin stats: {base}/plugin/envoy-stats.json")
         say("    live stats while a stack runs: curl 'http://<admin>/stats?filter=wasm' "
             "(python3 envoy/stack.py up prints the admin address)")
+        if args.no_ui or not (args.with_ui or sys.stdin.isatty()):
+            say("    the chat and the decision view on a live stack: ./build.sh ui (or ./build.sh demo --with-ui)")
         say("    README: 'How it works', 'Envoy configuration that matters', 'Configuration'; envoy/render.py for every config")
         say(f"    total demo time: {time.monotonic() - started:.0f} s")
         if not args.no_ui and (args.with_ui or sys.stdin.isatty()):

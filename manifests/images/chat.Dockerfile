@@ -7,5 +7,5 @@ RUN pip install --no-cache-dir -r /app/requirements.txt \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin chat
 USER 10001:10001
 EXPOSE 7860
-ENV GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=7860
+ENV WIS_CHAT_HOST=0.0.0.0 WIS_CHAT_PORT=7860 GRADIO_ANALYTICS_ENABLED=False
 ENTRYPOINT ["python", "/app/app.py"]

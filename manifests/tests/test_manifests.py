@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import validate
-from conftest import CRDS, MANIFESTS, kustomize
+from conftest import CRDS, MANIFESTS, ROOT, kustomize
 
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 
@@ -79,8 +79,14 @@ def test_chat_points_at_the_gateway_service(rendered):
     chat = next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == "wis-chat")
     env = {e["name"]: e.get("value") for e in chat["spec"]["template"]["spec"]["containers"][0]["env"]}
     gw = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"] == "wis-gateway")
-    assert env["OPENAI_BASE_URL"].startswith(f"http://wis-gateway.{gw['metadata']['namespace']}.svc")
-    assert env["MODEL"] == "Qwen/Qwen3-0.6B"
+    assert env["WIS_GATEWAY_URL"].startswith(f"http://wis-gateway.{gw['metadata']['namespace']}.svc")
+    assert env["WIS_MODEL"] == "Qwen/Qwen3-0.6B"
+    assert env["WIS_CHAT_HOST"] == "0.0.0.0", "inside a pod the chat must listen beyond loopback"
+    # Every setting the manifest passes is one the app reads.
+    app_source = (ROOT / "chat" / "app.py").read_text()
+    for name in env:
+        if name.startswith("WIS_"):
+            assert f'"{name}"' in app_source, f"{name} is not read by chat/app.py"
 
 
 def test_envoy_config_points_at_the_pool_service(rendered):
@@ -123,7 +129,7 @@ def mutate(objs, name, fn):
          "Deployment/wis-chat: spec.template.spec.containers[0].resources.requests.cpu: not set"),
         ("Deployment/wis-chat",
          lambda o: o["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "OPENAI_API_KEY", "value": "x"}),
-         "Deployment/wis-chat: spec.template.spec.containers[0].env[2].value: OPENAI_API_KEY is set inline"),
+         "Deployment/wis-chat: spec.template.spec.containers[0].env[5].value: OPENAI_API_KEY is set inline"),
         ("Service/wis-chat",
          lambda o: o["spec"]["ports"][0].update(targetPort="web"),
          "Service/wis-chat: spec.ports[0].targetPort: 'web' is no container port of Deployment/wis-chat"),
