@@ -201,7 +201,31 @@ fn a_sheddable_request_on_a_saturated_pool_gets_429_and_a_normal_one_still_route
     assert_eq!(envoy.stat("wis.local_replies.429"), 1);
     let normal = envoy.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send();
     normal.primary();
-    assert!(envoy.stat("wis.decisions.fell_back_to_all") >= 1, "every pod saturated: the decision used them all");
+    // Shedding needs no saturation filter in the profile (the default has none): only the decision
+    // path differs. With the filter, every pod saturated means the decision used them all.
+    assert_eq!(envoy.stat("wis.decisions.fell_back_to_all"), 0);
+    let guarded = fleet(1, &saturated, guarded_profile(json!({"batch": -1, "interactive": 10})));
+    let shed = guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "batch").json(&chat("sys", "hi")).send();
+    assert_eq!(error_code(&shed.assert_local_reply(429)), "pool_saturated");
+    guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send().primary();
+    assert!(guarded.stat("wis.decisions.fell_back_to_all") >= 1, "every pod saturated: the decision used them all");
+}
+
+/// The llm-d guide's profile with its `saturation-filter` in front (the default profile leaves it
+/// out), and the given objectives.
+fn guarded_profile(objectives: Value) -> Value {
+    json!({
+        "objectives": objectives,
+        "endpointPickerConfig": {
+            "plugins": [{"type": "saturation-filter"}, {"type": "prefix-cache-scorer"},
+                        {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}],
+            "schedulingProfiles": [{"name": "default", "plugins": [
+                {"pluginRef": "saturation-filter"},
+                {"pluginRef": "prefix-cache-scorer", "weight": 3},
+                {"pluginRef": "queue-scorer", "weight": 2},
+                {"pluginRef": "kv-cache-utilization-scorer", "weight": 2}]}]
+        }
+    })
 }
 
 #[test]
@@ -309,7 +333,7 @@ fn the_scraper_is_asked_about_once_per_interval_whatever_the_number_of_workers()
 
 #[test]
 fn a_stale_snapshot_still_routes_and_a_new_one_replaces_it() {
-    let envoy = fleet(2, &pods(2), json!({}));
+    let envoy = fleet(2, &pods(2), guarded_profile(json!({})));
     // The scraper keeps serving the same (now old) snapshot: metrics go stale, routing goes on.
     envoy.advance_ms(1000);
     let r = send_chat(&envoy, 0, "sys", "hi");
