@@ -98,6 +98,8 @@ class Args:
     overhead_connections: int
     quick: bool
     routers: list[str] = field(default_factory=list)
+    # Merged over the plugin's rendered configuration (--plugin-config): to measure another profile.
+    plugin_config: dict | None = None
 
 
 QUALITY_ROUTERS = ["envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware",
@@ -113,11 +115,12 @@ def workloads(a: Args) -> list[tuple[str, list[str]]]:
     ]
 
 
-def start_router(stack: stack_mod.Stack, name: str, pool: list[str]) -> Router:
+def start_router(stack: stack_mod.Stack, name: str, pool: list[str], plugin_config: dict | None = None) -> Router:
     if name.startswith("envoy-"):
         scenario = name.removeprefix("envoy-")
         scraper = stack.start_scraper(pool) if scenario == "plugin" else None
-        envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=2, access_log=False)
+        config = plugin_config if scenario == "plugin" else None
+        envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=2, access_log=False, plugin_config=config)
         return Router(name, envoy.url, envoy.process.pid)
     if name.startswith("vllm-router-"):
         policy = name.removeprefix("vllm-router-")
@@ -164,7 +167,7 @@ def quality(a: Args, base: Path) -> list[QualityRow]:
                     report = run_load(stack, [f"http://{p}" for p in pool], [*wargs, "--spread", "group"], a, out, pool)
                     cpu = None
                 else:
-                    router = start_router(stack, router_name, pool)
+                    router = start_router(stack, router_name, pool, a.plugin_config)
                     before = cpu_seconds(router.pid) if router.pid else float("nan")
                     report = run_load(stack, [router.url], wargs, a, out, pool)
                     cpu = cpu_seconds(router.pid) - before if router.pid else None
@@ -338,9 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overhead-connections", type=int, default=16)
     p.add_argument("--only", choices=["quality", "overhead", "scraper"], help="run one part")
     p.add_argument("--routers", default=",".join(QUALITY_ROUTERS), help="comma-separated subset of " + ", ".join(QUALITY_ROUTERS))
+    p.add_argument("--plugin-config", help="JSON file merged over the plugin's configuration (another profile)")
     ns = p.parse_args(argv)
     a = Args(ns.pods, ns.groups, ns.concurrency, ns.duration, ns.kv_blocks, ns.overhead_duration, ns.overhead_connections,
-             ns.quick, [r for r in ns.routers.split(",") if r])
+             ns.quick, [r for r in ns.routers.split(",") if r],
+             json.loads(Path(ns.plugin_config).read_text()) if ns.plugin_config else None)
     if a.quick:
         a.duration, a.overhead_duration = 15, 8
     unknown = set(a.routers) - set(QUALITY_ROUTERS)
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"overhead: instant pods, {a.overhead_connections} connections, {a.overhead_duration} s per proxy")
         o_rows = overhead(a, base)
     # Only a full run replaces the committed results; a quick or partial one goes beside them.
-    results = RESULTS if not (a.quick or ns.only) else RESULTS / "quick"
+    results = RESULTS if not (a.quick or ns.only or ns.plugin_config) else RESULTS / "quick"
     results.mkdir(parents=True, exist_ok=True)
     report = [f"# Benchmark results", "",
               f"Machine: {machine()}. Command: `./build.sh bench{' --quick' if a.quick else ''}`; "
