@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short runs (about 4 minutes in all)")
     p.add_argument("--pods", type=int, default=4)
     p.add_argument("--groups", type=int, default=32)
-    p.add_argument("--concurrency", type=int, default=48)
+    p.add_argument("--concurrency", type=int, default=96)
     p.add_argument("--duration", type=int, default=40, help="seconds per quality run")
     p.add_argument("--kv-blocks", type=int, default=1200)
     p.add_argument("--overhead-duration", type=int, default=15)
