@@ -11,12 +11,7 @@ cd "$ROOT"
 
 ensure_chromium
 ensure_playwright
-build_plugin
-build_decision_view
-build_native_tools debug
-ensure_envoy
-ensure_venv chat/requirements.txt
-export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+prepare_ui_stack debug
 
 log "browser tests (chromium $("$WIS_CHROMIUM" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1), playwright-core)"
 exec "$PYTHON" "$ROOT/browser-tests/run.py" "$@"

@@ -9,14 +9,14 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-build_plugin
-build_native_tools release
-ensure_envoy
-if [[ " $* " != *" --no-ui "* ]]; then
-    build_decision_view
-    ensure_venv chat/requirements.txt
+if [[ " $* " == *" --no-ui "* ]]; then
+    build_plugin
+    build_native_tools release
+    ensure_envoy
+    export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+else
+    prepare_ui_stack release
 fi
-export WIS_PLUGIN_WASM="$PLUGIN_WASM"
 
 log "running the demo (about 2-4 minutes; Ctrl-C stops it and every process it started)"
 exec "$PYTHON" "$ROOT/envoy/demo.py" "$@"

@@ -1,4 +1,5 @@
-# Shared shell functions for envoy/test.sh and envoy/demo.sh (and the bench, which may source it).
+# Shared shell functions for envoy/test.sh, envoy/demo.sh, envoy/ui.sh and browser-tests/test.sh
+# (and the bench, which may source it).
 # Source it; do not run it. Builds on scripts/common.sh (ROOT, VENV, log, die, ensure_venv, build_plugin).
 
 # shellcheck source=../scripts/common.sh
@@ -29,4 +30,16 @@ build_native_tools() {
     export WIS_SIM_BIN="$dir/sim" WIS_SCRAPER_BIN="$dir/wis-scraper"
     [ -x "$WIS_SIM_BIN" ] || die "expected the simulator binary at $WIS_SIM_BIN"
     [ -x "$WIS_SCRAPER_BIN" ] || die "expected the scraper binary at $WIS_SCRAPER_BIN"
+}
+
+# Everything a stack with the plugin, the chat and the decision view needs (envoy/ui.py, the demo's
+# UI, the browser tests): the plugin, the simulator and the scraper in the given profile, Envoy, the
+# decision view's browser module and the chat's Python packages. Exports WIS_PLUGIN_WASM too.
+prepare_ui_stack() {
+    build_plugin
+    build_native_tools "${1:-debug}"
+    ensure_envoy
+    build_decision_view
+    ensure_venv chat/requirements.txt
+    export WIS_PLUGIN_WASM="$PLUGIN_WASM"
 }

@@ -6,11 +6,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-build_plugin
-build_native_tools release
-ensure_envoy
-build_decision_view
-ensure_venv chat/requirements.txt
-export WIS_PLUGIN_WASM="$PLUGIN_WASM"
+prepare_ui_stack release
 log "starting the stack with the chat and the decision view (Ctrl-C stops it)"
 exec "$PYTHON" "$ROOT/envoy/ui.py" "$@"

@@ -370,36 +370,32 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn by_default_a_busy_prefix_holder_keeps_its_prefix() {
-        let config = PluginConfig::default();
+    /// A long prompt routed on an idle pool of two, then the same prompt again once the pod that
+    /// took it has 9 waiting requests: (first decision, second decision, the holder's index).
+    fn reroute_after_the_holder_gets_busy(config: &PluginConfig) -> (Decision, Decision, usize) {
         let long = "Shared context. ".repeat(100);
-        let r = chat(&config, &long, "q");
-        let mut memory = RoutingMemory::new(&config);
+        let r = chat(config, &long, "q");
+        let mut memory = RoutingMemory::new(config);
         let idle = pool((0..2).map(|i| endpoint(i, 0, 0.1)).collect());
-        let d = decide(&config, &idle, &memory, &r).unwrap();
+        let d = decide(config, &idle, &memory, &r).unwrap();
         route(&mut memory, &d, &r);
         let holder: usize = if d.primary.ends_with(".0:8000") { 0 } else { 1 };
         let mut busy = idle.clone();
         busy.endpoints[holder].metrics.waiting_requests = 9;
-        let d2 = decide(&config, &busy, &memory, &r).unwrap();
+        let d2 = decide(config, &busy, &memory, &r).unwrap();
+        (d, d2, holder)
+    }
+
+    #[test]
+    fn by_default_a_busy_prefix_holder_keeps_its_prefix() {
+        let (d, d2, _) = reroute_after_the_holder_gets_busy(&PluginConfig::default());
         assert_eq!(d2.primary, d.primary, "a full prefix (3) outweighs the longest queue (2)");
         assert!(d2.scores.iter().all(|row| row.filtered_out.is_none()));
     }
 
     #[test]
     fn a_saturated_prefix_holder_loses_to_an_idle_pod() {
-        let config = with_saturation_filter();
-        let long = "Shared context. ".repeat(100);
-        let r = chat(&config, &long, "q");
-        let mut memory = RoutingMemory::new(&config);
-        let idle = pool((0..2).map(|i| endpoint(i, 0, 0.1)).collect());
-        let d = decide(&config, &idle, &memory, &r).unwrap();
-        route(&mut memory, &d, &r);
-        let holder: usize = if d.primary.ends_with(".0:8000") { 0 } else { 1 };
-        let mut busy = idle.clone();
-        busy.endpoints[holder].metrics.waiting_requests = 9;
-        let d2 = decide(&config, &busy, &memory, &r).unwrap();
+        let (d, d2, holder) = reroute_after_the_holder_gets_busy(&with_saturation_filter());
         assert_ne!(d2.primary, d.primary);
         assert!(d2.scores[holder].filtered_out.as_deref().unwrap_or("").contains("queue"));
     }
