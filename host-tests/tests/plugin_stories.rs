@@ -437,6 +437,51 @@ fn a_streamed_response_reports_cached_tokens_back_to_the_prefix_index() {
     assert_eq!(envoy.stat("wis.prefix.observed_blocks"), 512 / 16);
 }
 
+/// A non-streamed response whose usage says the pod found `cached` prompt tokens in its cache.
+fn respond_with_cached(exchange: &mut Exchange, cached: u32) {
+    let usage =
+        json!({"prompt_tokens": 700, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": cached}});
+    let body = json!({"choices": [], "usage": usage}).to_string();
+    exchange.respond(200).header("content-type", "application/json").body(body).finish();
+}
+
+/// Prefix blocks the decision (debug header `json`) credited to `pod` for this request.
+fn matched_blocks_at(exchange: &Exchange, pod: &str) -> u64 {
+    let decision: Value = serde_json::from_str(&exchange.upstream_header("x-wis-decision").unwrap_or_default())
+        .expect("the JSON decision header");
+    let rows = decision["scores"].as_array().cloned().unwrap_or_default();
+    let row = rows.iter().find(|row| row["address"] == pod).expect("a score row for the pod");
+    row["prefix_matched_blocks"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_pod_that_lost_its_cache_is_forgotten_on_every_worker() {
+    let envoy = fleet(2, &pods(2), json!({"debugHeader": "json"}));
+    let pod = "10.0.0.1:8000";
+    let (x, y) = (system_prompt("gardening"), system_prompt("sailing"));
+    let pinned = |worker: usize, system: &str| {
+        let r = envoy.worker(worker).request(CHAT).header(wis::SUBSET, pod).json(&chat(system, "q")).send();
+        r.assert_destination(pod);
+        r
+    };
+    for system in [&x, &y] {
+        respond_with_cached(&mut pinned(0, system), 0);
+    }
+    let mut probe = pinned(1, &y);
+    assert!(matched_blocks_at(&probe, pod) > 4, "worker 1 knows the pod holds y");
+    respond_with_cached(&mut probe, 512);
+    // x again: the index predicts its blocks at the pod, and the pod reports none cached (it
+    // restarted, or evicted everything): the index keeps only x there, on every worker.
+    let mut again = pinned(0, &x);
+    assert!(matched_blocks_at(&again, pod) > 4);
+    respond_with_cached(&mut again, 0);
+    assert_eq!(envoy.stat("wis.prefix.prediction_confirmed"), 1);
+    assert_eq!(envoy.stat("wis.prefix.prediction_wrong"), 1);
+    let probe = pinned(1, &y);
+    assert_eq!(matched_blocks_at(&probe, pod), 0, "worker 1 forgot what the pod lost");
+    assert!(matched_blocks_at(&pinned(1, &x), pod) > 4, "and still knows the prompt it just served");
+}
+
 #[test]
 fn the_response_carries_a_session_token_naming_the_serving_pod() {
     let envoy = fleet(1, &pods(3), json!({}));

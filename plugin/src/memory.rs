@@ -50,6 +50,8 @@ const TAG_ROUTED: u8 = 1;
 const TAG_MOVED: u8 = 2;
 const TAG_RELEASED: u8 = 3;
 const TAG_CACHE_OBSERVED: u8 = 4;
+/// Several events in one log record (one append instead of one per event).
+const TAG_BATCH: u8 = 5;
 
 /// Most hashes an event carries (the prefix index never hashes more than this per request).
 const MAX_EVENT_HASHES: usize = 480;
@@ -87,6 +89,41 @@ impl RoutingEvent {
             }
         }
         out
+    }
+
+    /// One log record holding `events`, applied in order: a single event as [`encode`](Self::encode)
+    /// writes it; several as a batch tag, a u8 count, then each event as u16 length + bytes.
+    /// At most 255 events; more are not written.
+    pub fn encode_record(events: &[RoutingEvent]) -> Vec<u8> {
+        if let [event] = events {
+            return event.encode();
+        }
+        let events = &events[..events.len().min(u8::MAX as usize)];
+        let mut out = vec![TAG_BATCH, events.len() as u8];
+        for event in events {
+            let bytes = event.encode();
+            out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// The events of a log record written by [`encode_record`](Self::encode_record).
+    pub fn decode_record(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
+        if bytes.first() != Some(&TAG_BATCH) {
+            return Self::decode(bytes).map(|event| vec![event]);
+        }
+        let mut r = Reader { bytes, at: 1 };
+        let count = r.u8()?;
+        let mut events = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = r.u16()? as usize;
+            events.push(Self::decode(r.take(len)?)?);
+        }
+        if r.at != bytes.len() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(events)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -270,6 +307,22 @@ mod tests {
         for event in events() {
             assert_eq!(RoutingEvent::decode(&event.encode()), Ok(event));
         }
+    }
+
+    #[test]
+    fn records_carry_one_event_as_itself_or_several_in_order() {
+        let all = events();
+        let single = RoutingEvent::encode_record(&all[..1]);
+        assert_eq!(single, all[0].encode(), "a one-event record is the event");
+        assert_eq!(RoutingEvent::decode_record(&single), Ok(all[..1].to_vec()));
+        let batch = RoutingEvent::encode_record(&all);
+        assert_eq!(RoutingEvent::decode_record(&batch), Ok(all.clone()));
+        for cut in 0..batch.len() {
+            assert!(RoutingEvent::decode_record(&batch[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = batch.clone();
+        longer.push(0);
+        assert_eq!(RoutingEvent::decode_record(&longer), Err(DecodeError("trailing bytes")));
     }
 
     #[test]

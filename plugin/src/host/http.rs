@@ -45,6 +45,8 @@ struct Routed {
     predicted_blocks: u32,
     debug: Option<String>,
     tail: ResponseTail,
+    /// What the pod reported cached, recorded together with the release (one log append).
+    observed: Option<RoutingEvent>,
     released: bool,
 }
 
@@ -184,6 +186,7 @@ impl Filter {
             predicted_blocks: decision.predicted_cached_blocks,
             debug,
             tail: ResponseTail::default(),
+            observed: None,
             released: false,
         });
         Action::Continue
@@ -248,16 +251,17 @@ impl Filter {
         vm.stat_add("wis.prefix.predicted_blocks", u64::from(predicted));
         vm.stat_add("wis.prefix.observed_blocks", u64::from(observed));
         vm.stat_add("wis.prefix.prompt_blocks", routed.block_hashes.len() as u64);
-        if predicted > 0 {
-            vm.stat(if observed > 0 { "wis.prefix.prediction_confirmed" } else { "wis.prefix.prediction_wrong" });
+        if predicted == 0 {
+            // Nothing was predicted for this prompt, so there is nothing to confirm or correct.
+            return;
         }
-        let event = RoutingEvent::CacheObserved {
+        vm.stat(if observed > 0 { "wis.prefix.prediction_confirmed" } else { "wis.prefix.prediction_wrong" });
+        routed.observed = Some(RoutingEvent::CacheObserved {
             endpoint: routed.charged.clone(),
             hashes: routed.block_hashes.clone(),
             predicted_blocks: predicted,
             observed_blocks: observed,
-        };
-        vm.record(event);
+        });
     }
 
     /// Releases the in-flight count, once, whether the stream ended normally or was reset.
@@ -267,8 +271,11 @@ impl Filter {
             return;
         }
         routed.released = true;
-        let event = RoutingEvent::Released { endpoint: routed.charged.clone(), prompt_tokens: routed.prompt_tokens };
-        vm.record(event);
+        let released = RoutingEvent::Released { endpoint: routed.charged.clone(), prompt_tokens: routed.prompt_tokens };
+        match routed.observed.take() {
+            Some(observed) => vm.record_all(&[observed, released]),
+            None => vm.record(released),
+        }
     }
 
     /// Runs `f` with this VM's state, or returns `default` when the plugin is unconfigured or the
