@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +86,8 @@ class OverheadRow:
     p99_us: float
     rps: float
     errors: int = 0
+    # Interleaved rounds this row is the median of.
+    rounds: int = 1
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Args:
     kv_blocks: int
     overhead_duration: int
     overhead_connections: int
+    overhead_rounds: int
     quick: bool
     routers: list[str] = field(default_factory=list)
     # Merged over the plugin's rendered configuration (--plugin-config): to measure another profile.
@@ -104,6 +108,8 @@ class Args:
 
 QUALITY_ROUTERS = ["envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware",
                    "vllm-router-power_of_two", "envoy-plugin", "ideal-pinned"]
+# The overhead run: the floor (Envoy without a filter), Envoy + plugin, Envoy + an ext_proc picker.
+OVERHEAD_PROXIES = ("no-filter", "plugin", "ext-proc")
 
 
 def workloads(a: Args) -> list[tuple[str, list[str]]]:
@@ -219,31 +225,54 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
     script = run_dir.file("post.lua")
     script.write_text(WRK_SCRIPT)
     rows: list[OverheadRow] = []
+    settings = (1, a.overhead_connections)
+    seconds = max(3, round(a.overhead_duration / a.overhead_rounds))
     with stack_mod.Stack(run_dir) as stack:
         pool = stack.start_fleet(a.pods, ["--time-scale", "0.001"])
-        for proxy in ("no-filter", "plugin", "ext-proc"):
+        envoys: dict[str, stack_mod.Envoy] = {}
+        for proxy in OVERHEAD_PROXIES:
             ext_proc = None
             if proxy == "ext-proc":
                 ext_proc = f"127.0.0.1:{stack_mod.free_port()}"
                 picker = stack.spawn("ext-proc-picker", [os.environ["WIS_EXT_PROC_BIN"], "--listen", ext_proc, "--pool", ",".join(pool)])
                 stack_mod.wait_until("ext-proc-picker", lambda: picker.alive() and stack_mod._accepts(ext_proc), 20.0, picker.failure_note)
-            envoy = stack.start_envoy(proxy, pool, ext_proc=ext_proc, workers=2, access_log=False, name=f"envoy-{proxy}")
-            # One connection: no queueing, so the difference to the floor is the time the filter adds
-            # on the request path. Many connections: the machine saturates, which shows throughput.
-            for connections in (1, a.overhead_connections):
-                threads = min(2, connections)
-                base_cmd = [wrk, f"-t{threads}", f"-c{connections}", "-s", str(script)]
-                subprocess.run([*base_cmd, "-d3s", envoy.url], capture_output=True, text=True, timeout=60)  # warm-up
-                out = subprocess.run([*base_cmd, f"-d{a.overhead_duration}s", "--latency", envoy.url],
-                                     capture_output=True, text=True, timeout=a.overhead_duration + 60)
-                run_dir.file(f"wrk-{proxy}-c{connections}.txt").write_text(out.stdout + out.stderr)
-                row = parse_wrk(out.stdout)
-                row.proxy, row.connections = proxy, connections
-                rows.append(row)
-                say(f"  {proxy:10s} c={connections:<3d} p50 {row.p50_us:8.0f} µs  p99 {row.p99_us:8.0f} µs  "
-                    f"{row.rps:8.0f} req/s  errors {row.errors}")
-            stack.stop(envoy.process)
+            envoys[proxy] = stack.start_envoy(proxy, pool, ext_proc=ext_proc, workers=2, access_log=False, name=f"envoy-{proxy}")
+
+        def wrk_run(url: str, connections: int, duration: str, latency: bool) -> str:
+            cmd = [wrk, f"-t{min(2, connections)}", f"-c{connections}", "-s", str(script), f"-d{duration}"]
+            out = subprocess.run([*cmd, *(["--latency"] if latency else []), url],
+                                 capture_output=True, text=True, timeout=a.overhead_duration + 60)
+            return out.stdout + out.stderr
+
+        for envoy in envoys.values():
+            for connections in settings:
+                wrk_run(envoy.url, connections, "3s", latency=False)  # warm-up
+        # The proxies take turns, round after round, so drift on a shared machine (a noisy
+        # neighbour, CPU frequency) falls on all of them alike; each row is the median of its rounds.
+        # One connection: no queueing, so the difference to the floor is the time the proxy adds on
+        # the request path. Many connections: the machine saturates, which shows throughput.
+        samples: dict[tuple[str, int], list[OverheadRow]] = {}
+        for round_no in range(1, a.overhead_rounds + 1):
+            for proxy, envoy in envoys.items():
+                for connections in settings:
+                    text = wrk_run(envoy.url, connections, f"{seconds}s", latency=True)
+                    run_dir.file(f"wrk-{proxy}-c{connections}-round{round_no}.txt").write_text(text)
+                    samples.setdefault((proxy, connections), []).append(parse_wrk(text))
+        for (proxy, connections), runs in samples.items():
+            row = median_row(proxy, connections, runs)
+            rows.append(row)
+            say(f"  {proxy:10s} c={connections:<3d} p50 {row.p50_us:8.0f} µs  p99 {row.p99_us:8.0f} µs  "
+                f"{row.rps:8.0f} req/s  errors {row.errors}  (median of {row.rounds}; req/s "
+                f"{min(r.rps for r in runs):.0f}..{max(r.rps for r in runs):.0f})")
     return rows
+
+
+def median_row(proxy: str, connections: int, runs: list[OverheadRow]) -> OverheadRow:
+    """Each measure's median over the rounds (errors add up)."""
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+    return OverheadRow(proxy, connections, med([r.p50_us for r in runs]), med([r.p90_us for r in runs]),
+                       med([r.p99_us for r in runs]), med([r.rps for r in runs]), sum(r.errors for r in runs), len(runs))
 
 
 def scraper_cost(a: Args) -> dict | None:
@@ -339,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-blocks", type=int, default=1200)
     p.add_argument("--overhead-duration", type=int, default=15)
     p.add_argument("--overhead-connections", type=int, default=16)
+    p.add_argument("--overhead-rounds", type=int, default=3, help="interleaved rounds per proxy; rows are medians")
     p.add_argument("--only", choices=["quality", "overhead", "scraper"], help="run one part")
     p.add_argument("--routers", default=",".join(QUALITY_ROUTERS), help="comma-separated subset of " + ", ".join(QUALITY_ROUTERS))
     p.add_argument("--plugin-config", help="JSON file merged over the plugin's configuration (another profile)")
     ns = p.parse_args(argv)
     a = Args(ns.pods, ns.groups, ns.concurrency, ns.duration, ns.kv_blocks, ns.overhead_duration, ns.overhead_connections,
+             max(1, ns.overhead_rounds),
              ns.quick, [r for r in ns.routers.split(",") if r],
              json.loads(Path(ns.plugin_config).read_text()) if ns.plugin_config else None)
     if a.quick:
@@ -363,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         say("scraper: 256 fixture pods scraped every 50 ms")
         scraper = scraper_cost(a)
     if ns.only in (None, "overhead"):
-        say(f"overhead: instant pods, {a.overhead_connections} connections, {a.overhead_duration} s per proxy")
+        say(f"overhead: instant pods, 1 and {a.overhead_connections} connections, {a.overhead_duration} s per proxy "
+            f"in {a.overhead_rounds} interleaved rounds")
         o_rows = overhead(a, base)
     # Only a full run replaces the committed results; a quick or partial one goes beside them.
     results = RESULTS if not (a.quick or ns.only or ns.plugin_config) else RESULTS / "quick"
@@ -385,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if o_rows:
         report += ["## Per-request overhead", "",
                    f"Pods answer at once (simulator time scale 0.001, one output token); `wrk` for {a.overhead_duration} s through each "
-                   f"proxy (2 Envoy workers), with 1 connection (no queueing: the difference to the floor is the time each proxy adds "
+                   f"proxy (2 Envoy workers) in {a.overhead_rounds} rounds that interleave the proxies, each row the median of "
+                   f"its rounds, with 1 connection (no queueing: the difference to the floor is the time each proxy adds "
                    f"on the request path) and with {a.overhead_connections} (the machine saturates: throughput). The load generator, "
                    "the pods and the proxy share the same 2 vCPUs, so the saturated run measures CPU cost per request.", ""]
         report += overhead_table(o_rows) + ["", "![latency](overhead.svg)", ""]
