@@ -269,8 +269,7 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
 
 def median_row(proxy: str, connections: int, runs: list[OverheadRow]) -> OverheadRow:
     """Each measure's median over the rounds (errors add up)."""
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
+    med = statistics.median
     return OverheadRow(proxy, connections, med([r.p50_us for r in runs]), med([r.p90_us for r in runs]),
                        med([r.p99_us for r in runs]), med([r.rps for r in runs]), sum(r.errors for r in runs), len(runs))
 
