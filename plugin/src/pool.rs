@@ -12,6 +12,16 @@
 //!      "cache_block_size":16,"cache_num_blocks":12000,
 //!      "prefix_cache_queries_total":1200,"prefix_cache_hits_total":800}}]}
 //! ```
+//! An endpoint whose latest scrape failed also carries
+//! `"last_error":{"reason":"http_status","message":"answered HTTP 404, expected 200: \"Not Found\"","since_ms":...}`.
+//!
+//! **Reachability and metrics are separate facts.** `healthy` says whether the pod can be sent
+//! requests: discovery lists it ready and the scraper could connect to it (only connection failures
+//! and timeouts on consecutive scrapes clear it). `stale` says whether its metrics are current: any
+//! failed scrape (an HTTP error status, an unreadable body, a missing gauge, a body over the limit)
+//! sets it and leaves `healthy` alone, because unreadable metrics say nothing about serving. A
+//! consumer schedules a healthy endpoint with stale metrics on what it knows itself.
+//!
 //! Times are Unix milliseconds from the scraper's wall clock; the plugin compares them with the
 //! proxy's wall clock (the scraper is a sidecar on the same node, so the clocks agree).
 //! `sequence` grows by one with every snapshot the scraper generates; consumers use it to skip
@@ -30,6 +40,10 @@ pub const MAX_ENDPOINTS: usize = 2048;
 
 /// Upper bound on the LoRA adapter names kept per list per endpoint (vLLM's `max_loras` is small).
 pub const MAX_ADAPTERS_PER_LIST: usize = 64;
+
+/// Upper bound on a scrape error's message in bytes: enough for the reason, the status and a short
+/// excerpt of the body, small enough that a pool of failing pods keeps the snapshot small.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
 /// Which engine's metric vocabulary the scraper read. Informational for the plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,10 +72,12 @@ pub struct PoolSnapshot {
 pub struct Endpoint {
     /// `ip:port` of the model server, exactly what goes into `x-gateway-destination-endpoint`.
     pub address: String,
-    /// Discovery says ready, at least one scrape succeeded, and fewer than the scraper's
-    /// `--unhealthy-after` scrapes in a row have failed since.
+    /// Reachable: discovery says ready, and fewer than the scraper's `--unhealthy-after` scrapes in
+    /// a row failed to connect or timed out (an endpoint never reached is healthy only once a
+    /// connection succeeded). Unreadable metrics do not clear it.
     pub healthy: bool,
-    /// The latest scrape failed; `metrics` are the last good values.
+    /// The latest scrape gave no reading; `metrics` are the last good values (or zeros when there
+    /// never was one), so consumers treat them as unknown.
     #[serde(default)]
     pub stale: bool,
     /// Unix ms of the last successful scrape; 0 when it never succeeded.
@@ -73,6 +89,30 @@ pub struct Endpoint {
     pub models: Vec<String>,
     #[serde(default)]
     pub metrics: EndpointMetrics,
+    /// Why the latest scrape failed; absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ScrapeFailure>,
+}
+
+/// A failed scrape as the snapshot reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeFailure {
+    /// Short label, the scraper's failure-counter reason: `connect`, `timeout`, `http_status`,
+    /// `not_text`, `too_large`, `body`, `parse`, `missing_metric`, `bad_value`.
+    pub reason: String,
+    /// What went wrong, for people: the status and a short excerpt of the body where there was one.
+    /// At most [`MAX_ERROR_MESSAGE_BYTES`].
+    pub message: String,
+    /// Unix ms of the first failure of the current streak.
+    #[serde(default)]
+    pub since_ms: u64,
+}
+
+impl ScrapeFailure {
+    /// Whether this failure says the pod cannot be reached (as opposed to its metrics being unreadable).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.reason.as_str(), "connect" | "timeout")
+    }
 }
 
 /// What only the pod knows, normalised across engines.
@@ -165,6 +205,7 @@ impl PoolSnapshot {
                 consecutive_failures: 0,
                 models: Vec::new(),
                 metrics: EndpointMetrics::default(),
+                last_error: None,
             })
             .collect();
         snapshot
@@ -203,6 +244,10 @@ impl PoolSnapshot {
                 return Err(SnapshotError::DuplicateAddress(endpoint.address.clone()));
             }
             endpoint.metrics.sanitize();
+            if let Some(error) = &mut endpoint.last_error {
+                truncate_utf8(&mut error.message, MAX_ERROR_MESSAGE_BYTES);
+                truncate_utf8(&mut error.reason, 32);
+            }
         }
         Ok(())
     }
@@ -217,6 +262,23 @@ impl Endpoint {
     /// Milliseconds since the last successful scrape at `now_ms`; `u64::MAX` if never scraped.
     pub fn metrics_age_ms(&self, now_ms: u64) -> u64 {
         if self.last_scrape_ms == 0 { u64::MAX } else { now_ms.saturating_sub(self.last_scrape_ms) }
+    }
+
+    /// Whether the pod's metrics can be believed at `now_ms`: the latest scrape read them and they
+    /// are at most `max_age_ms` old.
+    pub fn metrics_known(&self, now_ms: u64, max_age_ms: u64) -> bool {
+        !self.stale && self.metrics_age_ms(now_ms) <= max_age_ms
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }
 
@@ -255,6 +317,7 @@ mod tests {
                 kv_cache_usage: 0.5,
                 ..Default::default()
             },
+            last_error: None,
         }
     }
 
@@ -274,6 +337,12 @@ mod tests {
         original.endpoints[0].metrics.lora =
             Some(LoraState { running: vec!["a".into()], waiting: vec![], max_loras: 4 });
         original.endpoints[0].metrics.cache_num_blocks = Some(12_000);
+        original.endpoints[1].stale = true;
+        original.endpoints[1].last_error = Some(ScrapeFailure {
+            reason: "http_status".into(),
+            message: "answered HTTP 404, expected 200: \"Not Found\"".into(),
+            since_ms: 900,
+        });
         let parsed = PoolSnapshot::from_json(&original.to_json()).expect("valid snapshot");
         assert_eq!(parsed, original);
     }
@@ -310,6 +379,27 @@ mod tests {
         let parsed = PoolSnapshot::from_json(&s.to_json()).unwrap();
         assert_eq!(parsed.endpoints[0].metrics.kv_cache_usage, 1.0);
         assert_eq!(parsed.endpoints[0].metrics.prefix_cache_hits_total, None);
+    }
+
+    #[test]
+    fn error_messages_are_bounded_and_reachability_is_told_apart() {
+        let mut s = snapshot(vec![endpoint("10.0.0.1:8000")]);
+        s.endpoints[0].last_error =
+            Some(ScrapeFailure { reason: "parse".into(), message: "é".repeat(MAX_ERROR_MESSAGE_BYTES), since_ms: 1 });
+        let parsed = PoolSnapshot::from_json(&s.to_json()).unwrap();
+        let error = parsed.endpoints[0].last_error.as_ref().unwrap();
+        assert!(error.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(!error.is_unreachable());
+        assert!(ScrapeFailure { reason: "connect".into(), message: String::new(), since_ms: 0 }.is_unreachable());
+    }
+
+    #[test]
+    fn metrics_are_known_only_when_fresh_and_read() {
+        let mut e = endpoint("10.0.0.1:8000");
+        assert!(e.metrics_known(1_100, 200));
+        assert!(!e.metrics_known(1_300, 200), "too old");
+        e.stale = true;
+        assert!(!e.metrics_known(1_100, 200), "the latest scrape failed");
     }
 
     #[test]

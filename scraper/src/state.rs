@@ -79,6 +79,7 @@ impl PoolState {
                         consecutive_failures: 0,
                         models: Vec::new(),
                         metrics: EndpointMetrics::default(),
+                        last_error: None,
                     },
                     last_error: None,
                     attempted: false,

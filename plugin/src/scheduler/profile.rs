@@ -293,6 +293,7 @@ mod tests {
             consecutive_failures: 0,
             models: vec![],
             metrics: EndpointMetrics { waiting_requests: waiting, kv_cache_usage: kv, ..Default::default() },
+            last_error: None,
         }
     }
 

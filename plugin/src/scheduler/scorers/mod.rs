@@ -74,6 +74,7 @@ pub(crate) mod test_support {
                 kv_cache_usage: kv,
                 ..Default::default()
             },
+            last_error: None,
         }
     }
 
