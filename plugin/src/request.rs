@@ -3,12 +3,13 @@
 //! Reads only what scheduling needs: `model`, the prompt text (chat `messages` with string or
 //! array-of-parts content, or completions `prompt`), `stream`, `stream_options.include_usage`,
 //! `cache_salt` and `user`. The body is validated as JSON in full, but prompt strings are borrowed
-//! from the body as raw JSON and only their first `max_prefix_blocks × block chars` characters are
-//! unescaped and copied, so a 400 KB prompt costs about what a 16 KB one does.
+//! from the body as raw JSON and only their first `max_prefix_blocks × block bytes` bytes are
+//! unescaped and copied, so a 400 KB prompt costs about what a 16 KB one does; the rest is only
+//! measured (its unescaped UTF-8 length, which the bytes-per-token calibration compares with the
+//! pod's token count).
 
 use crate::config::PluginConfig;
 use crate::prefix;
-use crate::scheduler::decode_session_token;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -49,14 +50,15 @@ pub struct SchedulingRequest {
     pub lora_adapter: Option<String>,
     /// The start of the prompt, as much as prefix hashing reads, never more.
     pub prompt_prefix: String,
-    /// Approximate length of the whole prompt in characters (raw JSON length of the texts).
-    pub prompt_chars: usize,
-    pub estimated_prompt_tokens: u32,
+    /// UTF-8 bytes of the whole prompt text as the plugin reads it (escapes decoded).
+    pub prompt_bytes: usize,
     pub cache_salt: Option<String>,
     pub stream: bool,
     pub include_usage: bool,
     pub user: Option<String>,
-    /// The endpoint named by a valid session token.
+    /// The session token the client sent, unverified.
+    pub session_token: Option<String>,
+    /// The endpoint a verified session token names (set by the director, which holds the key).
     pub session_endpoint: Option<String>,
     /// Subset hint: the choice is restricted to these endpoints.
     pub subset: Option<Vec<String>>,
@@ -137,20 +139,20 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Collects prompt text up to a character budget.
+/// Collects prompt text up to a byte budget, and measures all of it.
 struct PromptText {
     text: String,
     budget: usize,
-    total_chars: usize,
+    total_bytes: usize,
 }
 
 impl PromptText {
     fn new(budget: usize) -> Self {
-        Self { text: String::new(), budget, total_chars: 0 }
+        Self { text: String::new(), budget, total_bytes: 0 }
     }
 
     fn push_str(&mut self, s: &str) {
-        self.total_chars += s.len();
+        self.total_bytes += s.len();
         let room = self.budget.saturating_sub(self.text.len());
         if room > 0 {
             let mut end = room.min(s.len());
@@ -163,7 +165,7 @@ impl PromptText {
 
     /// A raw JSON string: unescaped up to the remaining budget only.
     fn push_raw_string(&mut self, raw: &str) -> Result<(), ()> {
-        self.total_chars += raw.len().saturating_sub(2);
+        self.total_bytes += unescaped_len(raw)?;
         let room = self.budget.saturating_sub(self.text.len());
         if room > 0 {
             unescape_prefix(raw, room, &mut self.text)?;
@@ -203,8 +205,8 @@ pub fn parse_request(
     }
     let lora_adapter = resolve_model(&model, config)?;
 
-    let block_chars = config.prefix.block_chars(&config.limits);
-    let budget = block_chars.saturating_mul(config.prefix.max_prefix_blocks);
+    let block_bytes = config.prefix.block_bytes;
+    let budget = block_bytes.saturating_mul(config.prefix.max_prefix_blocks);
     let mut prompt = PromptText::new(budget);
     let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
         // A custom completions-style path that carries chat messages.
@@ -234,9 +236,7 @@ pub fn parse_request(
     let user: Option<String> = optional(parsed.user, "user", "a string")?;
 
     let block_hashes =
-        prefix::block_hashes(&model, cache_salt.as_deref(), &prompt.text, block_chars, config.prefix.max_prefix_blocks);
-    let chars_per_token = config.limits.chars_per_token.max(1) as usize;
-    let estimated_prompt_tokens = u32::try_from(prompt.total_chars.div_ceil(chars_per_token)).unwrap_or(u32::MAX);
+        prefix::block_hashes(&model, cache_salt.as_deref(), &prompt.text, block_bytes, config.prefix.max_prefix_blocks);
     let subset = headers
         .subset
         .as_deref()
@@ -245,14 +245,14 @@ pub fn parse_request(
         api,
         model,
         lora_adapter,
-        prompt_chars: prompt.total_chars,
+        prompt_bytes: prompt.total_bytes,
         prompt_prefix: prompt.text,
-        estimated_prompt_tokens,
         cache_salt,
         stream,
         include_usage,
         user,
-        session_endpoint: headers.session_token.as_deref().and_then(decode_session_token),
+        session_token: headers.session_token.clone(),
+        session_endpoint: None,
         subset,
         priority: config.priority_of(headers.objective.as_deref()),
         block_hashes,
@@ -367,6 +367,43 @@ fn read_prompt(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestErr
     }
 }
 
+/// UTF-8 length of the JSON string literal `raw` (with its quotes) once unescaped, without
+/// unescaping it: one pass, escapes decoded by length only.
+fn unescaped_len(raw: &str) -> Result<usize, ()> {
+    let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or(())?.as_bytes();
+    let (mut len, mut i) = (0usize, 0usize);
+    while let Some(at) = inner[i..].iter().position(|&b| b == b'\\') {
+        len += at;
+        i += at + 1;
+        match inner.get(i).ok_or(())? {
+            b'u' => {
+                let code = hex4(inner.get(i + 1..i + 5).ok_or(())?)?;
+                i += 5;
+                len += if (0xD800..0xDC00).contains(&code) {
+                    // A surrogate pair (`\uD83D\uDE00`) is one 4-byte character.
+                    if inner.get(i..i + 2) != Some(b"\\u") {
+                        return Err(());
+                    }
+                    i += 6;
+                    4
+                } else {
+                    char::from_u32(code).map_or(3, char::len_utf8)
+                };
+            }
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                len += 1;
+                i += 1;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(len + inner.len() - i)
+}
+
+fn hex4(digits: &[u8]) -> Result<u32, ()> {
+    digits.iter().try_fold(0u32, |v, &d| Ok(v * 16 + char::from(d).to_digit(16).ok_or(())?))
+}
+
 /// Unescapes the JSON string literal `raw` (with its quotes) into `out`, stopping after `max_bytes`
 /// bytes of output. Errors on an invalid escape within the part read.
 fn unescape_prefix(raw: &str, max_bytes: usize, out: &mut String) -> Result<(), ()> {
@@ -426,7 +463,6 @@ fn read_hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::encode_session_token;
 
     fn config() -> PluginConfig {
         PluginConfig::default()
@@ -523,11 +559,27 @@ mod tests {
         let huge = "x".repeat(400_000);
         let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{huge}"}}]}}"#);
         let r = parse_request(ApiKind::ChatCompletions, body.as_bytes(), &RequestHeaders::default(), &c).unwrap();
-        let budget = c.prefix.block_chars(&c.limits) * c.prefix.max_prefix_blocks;
+        let budget = c.prefix.block_bytes * c.prefix.max_prefix_blocks;
         assert!(r.prompt_prefix.len() <= budget, "{} > {budget}", r.prompt_prefix.len());
         assert!(r.block_hashes.len() <= c.prefix.max_prefix_blocks);
-        assert!(r.prompt_chars >= 400_000);
-        assert!(r.estimated_prompt_tokens >= 100_000);
+        assert_eq!(r.prompt_bytes, "user: ".len() + 400_000 + 1);
+    }
+
+    #[test]
+    fn prompt_bytes_are_the_unescaped_utf8_length_however_the_client_escaped_it() {
+        // The same Chinese sentence, as Python's json.dumps writes it (ensure_ascii) and raw.
+        let text = "你好，世界。\n😀 \"quoted\"";
+        let escaped = serde_json::to_string(text).unwrap().replace('你', "\\u4f60").replace('😀', "\\ud83d\\ude00");
+        let raw = serde_json::to_string(text).unwrap();
+        for literal in [escaped, raw] {
+            let body = format!(r#"{{"model":"m","prompt":{literal}}}"#);
+            let r = parse(ApiKind::Completions, &body).unwrap();
+            assert_eq!(r.prompt_bytes, text.len(), "{literal}");
+            assert_eq!(r.prompt_prefix, text);
+        }
+        assert_eq!(unescaped_len(r#""a\u00e9\ud83d\ude00\n""#), Ok(1 + 2 + 4 + 1));
+        assert!(unescaped_len(r#""bad \q""#).is_err());
+        assert!(unescaped_len(r#""cut \u12""#).is_err());
     }
 
     #[test]
@@ -548,11 +600,12 @@ mod tests {
         let headers = RequestHeaders {
             subset: Some("10.0.0.1:8000, 10.0.0.2:8000".into()),
             objective: Some("batch".into()),
-            session_token: Some(encode_session_token("10.0.0.2:8000")),
+            session_token: Some("wis2.token".into()),
         };
         let r = parse_request(ApiKind::Completions, br#"{"model":"m","prompt":"p"}"#, &headers, &c).unwrap();
         assert_eq!(r.subset, Some(vec!["10.0.0.1:8000".to_string(), "10.0.0.2:8000".to_string()]));
         assert_eq!(r.priority, -1);
-        assert_eq!(r.session_endpoint.as_deref(), Some("10.0.0.2:8000"));
+        assert_eq!(r.session_token.as_deref(), Some("wis2.token"));
+        assert_eq!(r.session_endpoint, None, "only the director, holding the key, resolves a token");
     }
 }
