@@ -200,8 +200,10 @@ def test_wis_epp_runs_as_the_contract_says(overlay_objs):
     assert epp["metadata"]["namespace"] == pool["metadata"]["namespace"]
     assert (args["--grpc-port"], args["--grpc-health-port"], args["--metrics-port"]) == ("9002", "9003", "9090")
     assert args["--engine"] == "vllm"
-    assert c["readinessProbe"]["grpc"]["port"] == 9003
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # probes on the gRPC health port, by the service names wis-epp reports (epp/src/serve.rs)
+    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "readiness"}
+    assert c["livenessProbe"]["grpc"] == {"port": 9003, "service": "liveness"}
+    assert args["--secure-serving"] == "true"
     # --config-file is the mounted ConfigMap's key, in the plugin's schema
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     vol = next(v for v in epp["spec"]["template"]["spec"]["volumes"] if v["name"] in mounts)
