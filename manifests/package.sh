@@ -38,12 +38,19 @@ manifests/render-envoy-config.sh
 "$VENV/bin/python" manifests/tools/dockerfile_check.py manifests/images/*.Dockerfile
 
 image="${WIS_IMAGE_REGISTRY:+$WIS_IMAGE_REGISTRY/}wis-envoy:$tag"
-engine="$(command -v docker || command -v podman || true)"
+engine=""
+for candidate in docker podman; do
+    # A client without a reachable daemon cannot build; look for one that answers.
+    if command -v "$candidate" >/dev/null && "$candidate" info >/dev/null 2>&1; then
+        engine="$candidate"
+        break
+    fi
+done
 if [ -n "$engine" ]; then
     log "building $image with $engine"
     "$engine" build -t "$image" "$ctx"
 else
-    log "no docker or podman here: build the Envoy image elsewhere from $ctx, e.g."
+    log "no working docker or podman here: build the Envoy image elsewhere from $ctx, e.g."
     log "  docker build -t $image $ctx      or      gcloud builds submit --tag $image $ctx"
 fi
 log "package: $out/wis-plugin-oci (OCI layout, tag $tag), $out/plugin.wasm + .sha256, $ctx (wis-envoy build context)"
