@@ -1,12 +1,7 @@
 //! What one VM (one Envoy worker, or the main thread) keeps between callbacks.
 //!
-//! **Routing log.** A request produces its `Routed` event at decision time and its `Reported` /
-//! `Released` / `Moved` events later. The later ones wait in the VM ([`Vm::defer`]) and travel with
-//! the next append: the next decision's record, or the tick's. So the request path makes at most one
-//! shared-data append per request, and every worker has applied every event within one tick.
-//! A VM applies its own events in log order: directly when nobody appended in between, else by
-//! reading the log back. What it applies is exactly what it encoded (an event that cannot be encoded
-//! is applied nowhere and counted).
+//! The routing memory follows every worker's events through a [`Replica`] of the shared routing
+//! log (see `crate::replication`: one append per request, everything applied within one tick).
 
 use super::abi::{self, LogLevel};
 use super::shared::{self, HostStore, Keys, SnapshotVersion};
@@ -16,7 +11,7 @@ use crate::director::Director;
 use crate::endpoints::Pool;
 use crate::memory::{RoutingEvent, RoutingMemory};
 use crate::pool::PoolSnapshot;
-use crate::shared_log::SharedLog;
+use crate::replication::{FlushOutcome, Replica};
 use hashbrown::HashMap;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -39,10 +34,6 @@ const WARNING_INTERVAL_MS: u64 = 10_000;
 /// under 1 KiB each.
 pub const MAX_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
 
-/// Deferred events kept at most; beyond it they are appended at once (a tick that never comes must
-/// not grow memory).
-const MAX_DEFERRED_EVENTS: usize = 256;
-
 pub struct Vm {
     pub director: Director,
     pub memory: RoutingMemory,
@@ -55,8 +46,7 @@ pub struct Vm {
     pub holder: u32,
     /// A fetch this VM started and whose answer has not come back: (token, started at).
     pub fetch_in_flight: Option<(u32, u64)>,
-    log: SharedLog,
-    deferred: Vec<RoutingEvent>,
+    replica: Replica,
     scraped: Option<SnapshotVersion>,
     last_warning_ms: HashMap<&'static str, u64>,
 }
@@ -65,7 +55,8 @@ impl Vm {
     pub fn new(director: Director, plugin_name: &str, holder: u32) -> Self {
         let config = director.config();
         let keys = Keys::new(plugin_name);
-        let log = SharedLog::new(&keys.log, config.shared_state.log_slots, STUCK_READS_BEFORE_SKIP);
+        let replica =
+            Replica::new(&keys.log, config.shared_state.log_slots, STUCK_READS_BEFORE_SKIP, MAX_RECORDS_PER_SYNC);
         let stats = if config.mode == Mode::Envoy { Some(Stats::define()) } else { None };
         let mut memory = RoutingMemory::new(config);
         let pool = director.install(&mut memory, PoolSnapshot::from_static(&config.pool.endpoints));
@@ -77,8 +68,7 @@ impl Vm {
             keys,
             holder,
             fetch_in_flight: None,
-            log,
-            deferred: Vec::new(),
+            replica,
             scraped: None,
             last_warning_ms: HashMap::new(),
         }
@@ -90,7 +80,7 @@ impl Vm {
 
     /// Opens the routing log (Envoy mode only: it lives in shared data).
     pub fn open_log(&mut self) {
-        if let Err(e) = self.log.open(&HostStore) {
+        if let Err(e) = self.replica.open(&HostStore) {
             abi::log(LogLevel::Warn, &format!("wis: routing log unavailable, routing memory stays per worker: {e}"));
         }
     }
@@ -116,17 +106,8 @@ impl Vm {
         if self.config().mode != Mode::Envoy {
             return;
         }
-        let memory = &mut self.memory;
-        let mut undecodable = 0u64;
-        let outcome =
-            self.log.read_new(&HostStore, MAX_RECORDS_PER_SYNC, |_, bytes| match RoutingEvent::decode_record(bytes) {
-                Ok(events) => events.iter().for_each(|event| {
-                    memory.apply(event);
-                }),
-                Err(_) => undecodable += 1,
-            });
-        match outcome {
-            Ok(outcome) => self.stats(|s| s.fixed.log_lost.add(outcome.lost + undecodable)),
+        match self.replica.sync(&HostStore, &mut self.memory) {
+            Ok(outcome) => self.stats(|s| s.fixed.log_lost.add(outcome.read.lost + outcome.undecodable)),
             Err(e) => {
                 let now = abi::now_ms().unwrap_or(0);
                 self.warn("log-read", now, &format!("wis: routing log unreadable, memory not synced: {e}"));
@@ -136,49 +117,38 @@ impl Vm {
 
     /// Records an event now, together with every deferred one: one append.
     pub fn record_now(&mut self, event: RoutingEvent) {
-        self.deferred.push(event);
-        self.flush_events();
+        if self.config().mode != Mode::Envoy {
+            return;
+        }
+        let outcome = self.replica.record_now(&HostStore, &mut self.memory, event);
+        self.account(outcome);
     }
 
     /// Keeps events for the next append (the next decision's, or the tick's).
     pub fn defer(&mut self, events: Vec<RoutingEvent>) {
-        self.deferred.extend(events);
-        if self.deferred.len() >= MAX_DEFERRED_EVENTS {
+        if self.config().mode == Mode::Envoy && self.replica.defer(events) {
             self.flush_events();
         }
     }
 
-    /// Appends every waiting event for every worker and applies them here in log order. If the log
-    /// cannot take them, they still apply here, so this worker's own accounting stays right.
+    /// Appends every waiting event (on the tick).
     pub fn flush_events(&mut self) {
-        if self.deferred.is_empty() {
-            return;
-        }
-        let events = std::mem::take(&mut self.deferred);
-        if self.config().mode != Mode::Envoy {
-            return;
-        }
-        let (records, refused) = RoutingEvent::encode_records(&events);
-        self.stats(|s| s.fixed.log_refused.add(refused as u64));
-        for record in records {
-            match self.log.append(&HostStore, &record) {
-                Ok(seq) if self.log.advance_past_own(seq) => self.apply_record(&record),
-                Ok(_) => self.sync_log(),
-                Err(e) => {
-                    self.stats(|s| s.fixed.log_append_failed.inc());
-                    let now = abi::now_ms().unwrap_or(0);
-                    self.warn("log-append", now, &format!("wis: {e}; applying the events on this worker only"));
-                    self.apply_record(&record);
-                }
-            }
+        if self.replica.pending() > 0 {
+            let outcome = self.replica.flush(&HostStore, &mut self.memory);
+            self.account(outcome);
         }
     }
 
-    fn apply_record(&mut self, record: &[u8]) {
-        if let Ok(events) = RoutingEvent::decode_record(record) {
-            for event in &events {
-                self.memory.apply(event);
-            }
+    fn account(&mut self, outcome: FlushOutcome) {
+        self.stats(|s| {
+            s.fixed.log_refused.add(outcome.refused as u64);
+            s.fixed.log_lost.add(outcome.read.lost);
+        });
+        if let Some(e) = outcome.failed.as_ref().map(ToString::to_string).or(outcome.read_error.map(|e| e.to_string()))
+        {
+            self.stats(|s| s.fixed.log_append_failed.inc());
+            let now = abi::now_ms().unwrap_or(0);
+            self.warn("log-append", now, &format!("wis: routing log: {e}; the events applied on this worker only"));
         }
     }
 

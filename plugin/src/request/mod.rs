@@ -181,49 +181,10 @@ pub fn parse_request(
     headers: &RequestHeaders,
     config: &PluginConfig,
 ) -> Result<SchedulingRequest, RequestError> {
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
-    if trimmed.is_empty() {
-        return Err(RequestError::NotJson("the body is empty".into()));
-    }
-    if trimmed[0] != b'{' {
-        // Tell apart "not JSON" from "JSON but not an object".
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => Err(RequestError::NotAnObject),
-            Err(e) => Err(RequestError::NotJson(e.to_string())),
-        };
-    }
-    let parsed: Body = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
-
-    let model = match parsed.model {
-        None => return Err(RequestError::MissingModel),
-        Some(raw) => {
-            serde_json::from_str::<String>(raw.get()).map_err(|_| RequestError::InvalidField("model", "a string"))?
-        }
-    };
-    if model.is_empty() {
-        return Err(RequestError::MissingModel);
-    }
+    let parsed = parse_body(body)?;
+    let model = read_model(parsed.model)?;
     let lora_adapter = resolve_model(&model, config)?;
-
-    let block_bytes = config.prefix.block_bytes;
-    let budget = block_bytes.saturating_mul(config.prefix.max_prefix_blocks);
-    let mut prompt = PromptText::new(budget);
-    let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
-        // A custom completions-style path that carries chat messages.
-        (ApiKind::Completions, true, false) => ApiKind::ChatCompletions,
-        (api, _, _) => api,
-    };
-    match api {
-        ApiKind::ChatCompletions => {
-            let raw = parsed.messages.ok_or(RequestError::MissingPrompt(api))?;
-            read_messages(raw, &mut prompt)?;
-        }
-        ApiKind::Completions => {
-            let raw = parsed.prompt.ok_or(RequestError::MissingPrompt(api))?;
-            read_prompt(raw, &mut prompt)?;
-        }
-    }
-
+    let (api, prompt) = read_prompt_text(api, &parsed, config)?;
     let stream = optional(parsed.stream, "stream", "a boolean")?.unwrap_or(false);
     let include_usage = match parsed.stream_options {
         Some(raw) if raw.get() != "null" => serde_json::from_str::<StreamOptions>(raw.get())
@@ -234,9 +195,13 @@ pub fn parse_request(
     };
     let cache_salt: Option<String> = optional(parsed.cache_salt, "cache_salt", "a string")?;
     let user: Option<String> = optional(parsed.user, "user", "a string")?;
-
-    let block_hashes =
-        prefix::block_hashes(&model, cache_salt.as_deref(), &prompt.text, block_bytes, config.prefix.max_prefix_blocks);
+    let block_hashes = prefix::block_hashes(
+        &model,
+        cache_salt.as_deref(),
+        &prompt.text,
+        config.prefix.block_bytes,
+        config.prefix.max_prefix_blocks,
+    );
     let subset = headers
         .subset
         .as_deref()
@@ -257,6 +222,46 @@ pub fn parse_request(
         priority: config.priority_of(headers.objective.as_deref()),
         block_hashes,
     })
+}
+
+/// The body as a JSON object whose fields are borrowed raw, or why it is not one.
+fn parse_body(body: &[u8]) -> Result<Body<'_>, RequestError> {
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
+    if trimmed.is_empty() {
+        return Err(RequestError::NotJson("the body is empty".into()));
+    }
+    if trimmed[0] != b'{' {
+        // Tell apart "not JSON" from "JSON but not an object".
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(RequestError::NotAnObject),
+            Err(e) => Err(RequestError::NotJson(e.to_string())),
+        };
+    }
+    serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))
+}
+
+fn read_model(raw: Option<&RawValue>) -> Result<String, RequestError> {
+    let raw = raw.ok_or(RequestError::MissingModel)?;
+    let model: String = serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidField("model", "a string"))?;
+    if model.is_empty() { Err(RequestError::MissingModel) } else { Ok(model) }
+}
+
+/// The prompt (chat messages or completions prompt), up to the hashing budget, and the API it
+/// really is (a custom completions-style path may carry chat messages).
+fn read_prompt_text(api: ApiKind, parsed: &Body, config: &PluginConfig) -> Result<(ApiKind, PromptText), RequestError> {
+    let budget = config.prefix.block_bytes.saturating_mul(config.prefix.max_prefix_blocks);
+    let mut prompt = PromptText::new(budget);
+    let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
+        (ApiKind::Completions, true, false) => ApiKind::ChatCompletions,
+        (api, _, _) => api,
+    };
+    match api {
+        ApiKind::ChatCompletions => {
+            read_messages(parsed.messages.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?
+        }
+        ApiKind::Completions => read_prompt(parsed.prompt.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?,
+    }
+    Ok((api, prompt))
 }
 
 /// `Ok(Some(adapter))` for a configured LoRA adapter, `Ok(None)` for a base model.
@@ -461,151 +466,4 @@ fn read_hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, ()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> PluginConfig {
-        PluginConfig::default()
-    }
-
-    fn parse(api: ApiKind, body: &str) -> Result<SchedulingRequest, RequestError> {
-        parse_request(api, body.as_bytes(), &RequestHeaders::default(), &config())
-    }
-
-    #[test]
-    fn paths_map_to_apis_and_others_pass_through() {
-        let c = config();
-        assert_eq!(ApiKind::from_path("/v1/chat/completions", &c), Some(ApiKind::ChatCompletions));
-        assert_eq!(ApiKind::from_path("/v1/completions?x=1", &c), Some(ApiKind::Completions));
-        assert_eq!(ApiKind::from_path("/v1/models", &c), None);
-        assert_eq!(ApiKind::from_path("/health", &c), None);
-    }
-
-    #[test]
-    fn chat_with_string_and_part_contents() {
-        let r = parse(
-            ApiKind::ChatCompletions,
-            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"cache_salt":"s","user":"u",
-                "messages":[{"role":"system","content":"You are \"helpful\".\nBe brief."},
-                            {"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.prompt_prefix, "system: You are \"helpful\".\nBe brief.\nuser: Hi<image_url>\n");
-        assert!(r.stream && r.include_usage);
-        assert_eq!(r.cache_salt.as_deref(), Some("s"));
-        assert_eq!(r.user.as_deref(), Some("u"));
-        assert_eq!(r.api, ApiKind::ChatCompletions);
-    }
-
-    #[test]
-    fn completions_prompt_string_array_and_tokens() {
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":"abc"}"#).unwrap().prompt_prefix, "abc");
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":["a","b"]}"#).unwrap().prompt_prefix, "ab");
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":[1,2]}"#).unwrap().prompt_prefix, "1 2 ");
-    }
-
-    #[test]
-    fn every_malformed_body_has_its_error() {
-        let chat = ApiKind::ChatCompletions;
-        assert!(matches!(parse(chat, "not json"), Err(RequestError::NotJson(_))));
-        assert!(matches!(parse(chat, ""), Err(RequestError::NotJson(_))));
-        assert!(matches!(parse(chat, r#"{"model":"m","messages":[}"#), Err(RequestError::NotJson(_))));
-        assert_eq!(parse(chat, "[1,2]"), Err(RequestError::NotAnObject));
-        assert_eq!(parse(chat, r#"{"messages":[]}"#), Err(RequestError::MissingModel));
-        assert_eq!(parse(chat, r#"{"model":7,"messages":[]}"#), Err(RequestError::InvalidField("model", "a string")));
-        assert_eq!(parse(chat, r#"{"model":"m"}"#), Err(RequestError::MissingPrompt(ApiKind::ChatCompletions)));
-        assert_eq!(
-            parse(ApiKind::Completions, r#"{"model":"m"}"#),
-            Err(RequestError::MissingPrompt(ApiKind::Completions))
-        );
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":"hi"}"#),
-            Err(RequestError::InvalidField("messages", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":[]}"#),
-            Err(RequestError::InvalidField("messages", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#),
-            Err(RequestError::InvalidField("messages[].content", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#),
-            Err(RequestError::InvalidField("stream", _))
-        ));
-    }
-
-    #[test]
-    fn unknown_models_are_refused_when_the_pool_lists_its_models() {
-        let mut c = config();
-        c.models.served = vec!["Qwen/Qwen3-0.6B".into()];
-        c.models.adapters = vec!["sql-lora".into()];
-        let body = |m: &str| format!(r#"{{"model":"{m}","prompt":"x"}}"#);
-        let h = RequestHeaders::default();
-        assert_eq!(
-            parse_request(ApiKind::Completions, body("gpt-4").as_bytes(), &h, &c),
-            Err(RequestError::UnknownModel("gpt-4".into()))
-        );
-        let base = parse_request(ApiKind::Completions, body("Qwen/Qwen3-0.6B").as_bytes(), &h, &c).unwrap();
-        assert_eq!(base.lora_adapter, None);
-        let lora = parse_request(ApiKind::Completions, body("sql-lora").as_bytes(), &h, &c).unwrap();
-        assert_eq!(lora.lora_adapter.as_deref(), Some("sql-lora"));
-    }
-
-    #[test]
-    fn a_huge_prompt_copies_and_hashes_only_the_bounded_prefix() {
-        let c = config();
-        let huge = "x".repeat(400_000);
-        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{huge}"}}]}}"#);
-        let r = parse_request(ApiKind::ChatCompletions, body.as_bytes(), &RequestHeaders::default(), &c).unwrap();
-        let budget = c.prefix.block_bytes * c.prefix.max_prefix_blocks;
-        assert!(r.prompt_prefix.len() <= budget, "{} > {budget}", r.prompt_prefix.len());
-        assert!(r.block_hashes.len() <= c.prefix.max_prefix_blocks);
-        assert_eq!(r.prompt_bytes, "user: ".len() + 400_000 + 1);
-    }
-
-    #[test]
-    fn prompt_bytes_are_the_unescaped_utf8_length_however_the_client_escaped_it() {
-        // The same Chinese sentence, as Python's json.dumps writes it (ensure_ascii) and raw.
-        let text = "你好，世界。\n😀 \"quoted\"";
-        let escaped = serde_json::to_string(text).unwrap().replace('你', "\\u4f60").replace('😀', "\\ud83d\\ude00");
-        let raw = serde_json::to_string(text).unwrap();
-        for literal in [escaped, raw] {
-            let body = format!(r#"{{"model":"m","prompt":{literal}}}"#);
-            let r = parse(ApiKind::Completions, &body).unwrap();
-            assert_eq!(r.prompt_bytes, text.len(), "{literal}");
-            assert_eq!(r.prompt_prefix, text);
-        }
-        assert_eq!(unescaped_len(r#""a\u00e9\ud83d\ude00\n""#), Ok(1 + 2 + 4 + 1));
-        assert!(unescaped_len(r#""bad \q""#).is_err());
-        assert!(unescaped_len(r#""cut \u12""#).is_err());
-    }
-
-    #[test]
-    fn unescaping_handles_unicode_and_stops_at_the_budget() {
-        let mut out = String::new();
-        unescape_prefix(r#""a\u00e9\ud83d\ude00\n""#, 100, &mut out).unwrap();
-        assert_eq!(out, "aé😀\n");
-        let mut out = String::new();
-        unescape_prefix(r#""héllo""#, 2, &mut out).unwrap();
-        assert_eq!(out, "h");
-        assert!(unescape_prefix(r#""bad \q""#, 100, &mut String::new()).is_err());
-    }
-
-    #[test]
-    fn headers_give_subset_priority_and_session() {
-        let mut c = config();
-        c.objectives.insert("batch".into(), -1);
-        let headers = RequestHeaders {
-            subset: Some("10.0.0.1:8000, 10.0.0.2:8000".into()),
-            objective: Some("batch".into()),
-            session_token: Some("wis2.token".into()),
-        };
-        let r = parse_request(ApiKind::Completions, br#"{"model":"m","prompt":"p"}"#, &headers, &c).unwrap();
-        assert_eq!(r.subset, Some(vec!["10.0.0.1:8000".to_string(), "10.0.0.2:8000".to_string()]));
-        assert_eq!(r.priority, -1);
-        assert_eq!(r.session_token.as_deref(), Some("wis2.token"));
-        assert_eq!(r.session_endpoint, None, "only the director, holding the key, resolves a token");
-    }
-}
+mod tests;
