@@ -105,3 +105,22 @@ fn bad_inputs_fail_with_a_reason() {
     let inf_kv = fixture("vllm_single.prom").replace("} 0.4375\n", "} +Inf\n");
     assert_eq!(read(Engine::Vllm, &inf_kv).unwrap_err().reason(), "bad_value");
 }
+
+#[test]
+fn fixtures_name_created_series_as_prometheus_client_does() {
+    // Reference §0: a counter's family drops `_total`, so its `_created` is `<name without
+    // _total>_created`; a histogram's family keeps its name, so it is `<histogram>_created`.
+    for name in ["vllm_single.prom", "vllm_dp.prom", "vllm_old.prom", "sglang.prom", "trtllm.prom"] {
+        let text = fixture(name);
+        let types: Vec<(&str, &str)> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
+        let type_of = |family: &str| types.iter().find(|(n, _)| *n == family).map(|(_, t)| *t);
+        for (family, kind) in &types {
+            let Some(base) = family.strip_suffix("_created") else { continue };
+            assert_eq!(*kind, "gauge", "{name}: {family}");
+            let counter = type_of(&format!("{base}_total")) == Some("counter");
+            let histogram = type_of(base) == Some("histogram");
+            assert!(counter || histogram, "{name}: {family} belongs to no counter {base}_total or histogram {base}");
+        }
+    }
+}
