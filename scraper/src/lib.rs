@@ -173,7 +173,7 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
         Ok(c) => c,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot scrape this endpoint");
-            lock(&shared.state).record_failure(addr, &e, state::unix_ms());
+            lock(&shared.state).record_failure(addr, &e, e.to_string(), state::unix_ms());
             return;
         }
     };
@@ -195,8 +195,10 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
             Err(e) => {
                 let reason = e.reason();
                 shared.metrics.observe_scrape(took, Some(reason));
-                let Some(healthy) = lock(&shared.state).record_failure(addr, &e, now) else { continue };
-                let message = e.to_string();
+                let message = vocab.failure_message(&e);
+                let Some(healthy) = lock(&shared.state).record_failure(addr, &e, message.clone(), now) else {
+                    continue;
+                };
                 log.observe(Outcome::Failed { reason, message: &message, healthy }, Instant::now())
             }
         };

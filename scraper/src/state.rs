@@ -127,9 +127,16 @@ impl PoolState {
         }
     }
 
-    /// Records a failed scrape at `now_ms`. Returns whether the endpoint is healthy afterwards
-    /// (None for an address discovery no longer lists).
-    pub fn record_failure(&mut self, addr: SocketAddr, error: &ScrapeError, now_ms: u64) -> Option<bool> {
+    /// Records a failed scrape at `now_ms`, with its message for people (cut to
+    /// `MAX_ERROR_MESSAGE_BYTES`). Returns whether the endpoint is healthy afterwards (None for an
+    /// address discovery no longer lists).
+    pub fn record_failure(
+        &mut self,
+        addr: SocketAddr,
+        error: &ScrapeError,
+        mut message: String,
+        now_ms: u64,
+    ) -> Option<bool> {
         let unhealthy_after = self.unhealthy_after;
         let r = self.records.get_mut(&addr)?;
         r.attempted = true;
@@ -146,7 +153,6 @@ impl PoolState {
             r.unreachable_streak = 0;
             e.healthy = true;
         }
-        let mut message = error.to_string();
         truncate_utf8(&mut message, MAX_ERROR_MESSAGE_BYTES);
         let since_ms = e.last_error.as_ref().map_or(now_ms, |previous| previous.since_ms);
         e.last_error = Some(ScrapeFailure { reason: error.reason().to_string(), message, since_ms });
@@ -223,6 +229,10 @@ mod tests {
         }
     }
 
+    fn fail(s: &mut PoolState, addr: SocketAddr, error: &ScrapeError, now_ms: u64) -> Option<bool> {
+        s.record_failure(addr, error, error.to_string(), now_ms)
+    }
+
     fn refused() -> ScrapeError {
         ScrapeError::Connect("Connection refused (os error 111)".into())
     }
@@ -237,7 +247,7 @@ mod tests {
         s.set_targets(&[addr(1)]);
         s.record_success(addr(1), reading(7), 1_000);
         for (i, now) in [1_050, 1_100, 1_150, 1_200].into_iter().enumerate() {
-            assert_eq!(s.record_failure(addr(1), &not_found(), now), Some(true));
+            assert_eq!(fail(&mut s, addr(1), &not_found(), now), Some(true));
             let e = s.snapshot(now).endpoints[0].clone();
             assert!(e.healthy && e.stale, "a 404 is metrics trouble, not pod death");
             assert_eq!(
@@ -262,13 +272,13 @@ mod tests {
         let mut s = PoolState::new(Engine::Vllm, 3);
         s.set_targets(&[addr(1)]);
         s.record_success(addr(1), reading(7), 1_000);
-        assert_eq!(s.record_failure(addr(1), &refused(), 1_050), Some(true), "one lost scrape is a blip");
-        assert_eq!(s.record_failure(addr(1), &ScrapeError::Timeout(Duration::from_millis(250)), 1_100), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_050), Some(true), "one lost scrape is a blip");
+        assert_eq!(fail(&mut s, addr(1), &ScrapeError::Timeout(Duration::from_millis(250)), 1_100), Some(true));
         // An answer in between (even an error status) says the pod is there: the count restarts.
-        assert_eq!(s.record_failure(addr(1), &not_found(), 1_150), Some(true));
-        assert_eq!(s.record_failure(addr(1), &refused(), 1_200), Some(true));
-        assert_eq!(s.record_failure(addr(1), &refused(), 1_250), Some(true));
-        assert_eq!(s.record_failure(addr(1), &refused(), 1_300), Some(false), "third in a row");
+        assert_eq!(fail(&mut s, addr(1), &not_found(), 1_150), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_200), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_250), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_300), Some(false), "third in a row");
         let e = s.snapshot(1_300).endpoints[0].clone();
         assert!(!e.healthy && e.stale);
         assert_eq!((e.consecutive_failures, e.metrics.waiting_requests), (6, 7), "last good values are kept");
@@ -277,7 +287,7 @@ mod tests {
         assert!(error.is_unreachable());
         assert_eq!((s.counts().unreachable, s.counts().unknown_metrics), (1, 0));
         // Any answer brings it back as reachable; metrics stay unknown until a reading.
-        assert_eq!(s.record_failure(addr(1), &not_found(), 1_350), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &not_found(), 1_350), Some(true));
         assert_eq!(s.counts().unknown_metrics, 1);
     }
 
@@ -287,13 +297,13 @@ mod tests {
         s.set_targets(&[addr(1), addr(2), addr(3)]);
         let e = &s.snapshot(5).endpoints[0];
         assert!(e.stale && !e.healthy && e.last_scrape_ms == 0 && e.last_error.is_none(), "never attempted");
-        assert_eq!(s.record_failure(addr(1), &refused(), 10), Some(false), "first attempts cannot connect");
-        assert_eq!(s.record_failure(addr(2), &not_found(), 10), Some(true), "connects, answers 404");
+        assert_eq!(fail(&mut s, addr(1), &refused(), 10), Some(false), "first attempts cannot connect");
+        assert_eq!(fail(&mut s, addr(2), &not_found(), 10), Some(true), "connects, answers 404");
         s.record_success(addr(3), reading(0), 10);
         let snap = s.snapshot(10);
         let health: Vec<(bool, bool)> = snap.endpoints.iter().map(|e| (e.healthy, e.stale)).collect();
         assert_eq!(health, vec![(false, true), (true, true), (true, false)]);
-        assert_eq!(s.record_failure(addr(9), &refused(), 10), None, "not discovered");
+        assert_eq!(fail(&mut s, addr(9), &refused(), 10), None, "not discovered");
     }
 
     #[test]
@@ -301,7 +311,7 @@ mod tests {
         let mut s = PoolState::new(Engine::Vllm, 3);
         s.set_targets(&[addr(1)]);
         let long = ScrapeError::Body("é".repeat(2 * MAX_ERROR_MESSAGE_BYTES));
-        s.record_failure(addr(1), &long, 10);
+        fail(&mut s, addr(1), &long, 10);
         let json = s.snapshot(10).to_json();
         let parsed = PoolSnapshot::from_json(&json).unwrap();
         let message = &parsed.endpoints[0].last_error.as_ref().unwrap().message;
@@ -327,7 +337,7 @@ mod tests {
         s.set_targets(&[addr(1), addr(2)]);
         s.record_success(addr(1), reading(1), 10);
         assert!(!s.first_round_done());
-        s.record_failure(addr(2), &refused(), 10);
+        fail(&mut s, addr(2), &refused(), 10);
         assert!(s.first_round_done());
         let mut empty = PoolState::new(Engine::Vllm, 3);
         empty.set_targets(&[]);

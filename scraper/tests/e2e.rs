@@ -153,3 +153,20 @@ async fn snapshot_is_withheld_until_the_first_round_of_scrapes() {
     let s = wait_for(scraper.listen_addr, "the first snapshot", |s| s.endpoints.len() == 1).await;
     assert!(s.endpoints[0].stale && !s.endpoints[0].healthy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_sglang_pod_is_read_as_idle_until_its_gauges_appear() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let cold = std::fs::read_to_string(format!("{dir}/tests/fixtures/sglang_cold.prom")).unwrap();
+    let pod = pod(&cold).await;
+    let scraper = start(pod.addr.to_string(), |o| o.engine = Some("sglang".into())).await;
+    let s =
+        wait_for(scraper.listen_addr, "the cold pod read", |s| s.endpoints.iter().any(|e| e.last_scrape_ms > 0)).await;
+    let e = &s.endpoints[0];
+    assert!(e.healthy && !e.stale && e.last_error.is_none(), "{e:?}");
+    assert_eq!((e.metrics.waiting_requests, e.metrics.running_requests, e.metrics.kv_cache_usage), (0, 0, 0.0));
+    assert_eq!(e.metrics.cache_num_blocks, Some(412_345));
+    // The first stats log: the gauges appear and are read.
+    *pod.response.write().unwrap() = FixtureResponse::prometheus(fixture::SGLANG);
+    wait_for(scraper.listen_addr, "the warm pod's queue", |s| s.endpoints[0].metrics.waiting_requests == 5).await;
+}
