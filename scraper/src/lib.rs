@@ -1,8 +1,9 @@
 //! `wis-scraper`: the metrics sidecar of the wasm inference scheduler.
 //!
 //! It discovers an inference pool ([`discovery`]), scrapes each model server's Prometheus
-//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state with
-//! staleness and health ([`state`]), and serves one snapshot document in the plugin's wire
+//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state, with
+//! reachability and metric staleness apart ([`state`]), logs each endpoint's scrape failures
+//! when they change ([`failure_log`]), and serves one snapshot document in the plugin's wire
 //! format (`wasm_inference_scheduler::pool`) on a localhost address ([`server`]).
 //!
 //! Tasks: one discovery task, one supervisor that starts and stops one scrape task per endpoint
