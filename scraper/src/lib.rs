@@ -217,7 +217,7 @@ async fn publish(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         *lock(&shared.last_publish) = Instant::now();
-        let (snapshot, counts) = {
+        let ((sequence, json), counts) = {
             let mut state = lock(&shared.state);
             if !shared.ready.load(Ordering::Relaxed) {
                 if !state.discovered() {
@@ -228,10 +228,10 @@ async fn publish(shared: Arc<Shared>) {
                     continue;
                 }
             }
-            (state.snapshot(state::unix_ms()), state.counts())
+            (state.snapshot_json(state::unix_ms()), state.counts())
         };
-        let json = Bytes::from(snapshot.to_json());
-        shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
+        let json = Bytes::from(json);
+        shared.metrics.observe_snapshot(sequence, json.len(), counts);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
         shared.ready.store(true, Ordering::Relaxed);
     }
