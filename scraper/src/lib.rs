@@ -1,8 +1,9 @@
 //! `wis-scraper`: the metrics sidecar of the wasm inference scheduler.
 //!
 //! It discovers an inference pool ([`discovery`]), scrapes each model server's Prometheus
-//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state with
-//! staleness and health ([`state`]), and serves one snapshot document in the plugin's wire
+//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state, with
+//! reachability and metric staleness apart ([`state`]), logs each endpoint's scrape failures
+//! when they change ([`failure_log`]), and serves one snapshot document in the plugin's wire
 //! format (`wasm_inference_scheduler::pool`) on a localhost address ([`server`]).
 //!
 //! Tasks: one discovery task, one supervisor that starts and stops one scrape task per endpoint
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod discovery;
 pub mod expo;
+pub mod failure_log;
 pub mod fixture;
 pub mod scrape;
 pub mod selfmetrics;
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use discovery::{K8sSettings, Resolver};
+use failure_log::{FailureLog, Outcome};
 use scrape::ScrapeSettings;
 use selfmetrics::SelfMetrics;
 use state::PoolState;
@@ -166,12 +169,12 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     // A slow pod gets its next scrape one interval after the last one ends, not a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reason: Option<&'static str> = None;
+    let mut log = FailureLog::default();
     let mut connection = match scrape::Connection::new(addr, &settings) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot scrape this endpoint");
-            lock(&shared.state).record_failure(addr, e.to_string());
+            lock(&shared.state).record_failure(addr, &e, e.to_string(), state::unix_ms());
             return;
         }
     };
@@ -184,27 +187,24 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
         };
         let took = started.elapsed();
         let now = state::unix_ms();
-        match result {
+        let line = match result {
             Ok(reading) => {
                 shared.metrics.observe_scrape(took, None);
                 lock(&shared.state).record_success(addr, reading, now);
-                if last_reason.take().is_some() {
-                    tracing::info!(%addr, "scrapes succeed again");
-                }
+                log.observe(Outcome::Succeeded, Instant::now())
             }
             Err(e) => {
                 let reason = e.reason();
                 shared.metrics.observe_scrape(took, Some(reason));
-                let turned_unhealthy = lock(&shared.state).record_failure(addr, e.to_string());
-                // Log transitions, not every failure (a dead pod would log 20 lines a second):
-                // turning unhealthy, or failing for a new reason; a single blip only at debug.
-                if turned_unhealthy || last_reason.is_some_and(|r| r != reason) {
-                    tracing::warn!(%addr, error = %e, "scrape failing; endpoint is stale and unhealthy after repeated failures");
-                } else if last_reason.is_none() {
-                    tracing::debug!(%addr, error = %e, "scrape failed; endpoint is stale");
-                }
-                last_reason = Some(reason);
+                let message = vocab.failure_message(&e);
+                let Some(healthy) = lock(&shared.state).record_failure(addr, &e, message.clone(), now) else {
+                    continue;
+                };
+                log.observe(Outcome::Failed { reason, message: &message, healthy }, Instant::now())
             }
+        };
+        if let Some(line) = line {
+            line.emit(addr, &settings.path);
         }
     }
 }
@@ -217,7 +217,7 @@ async fn publish(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         *lock(&shared.last_publish) = Instant::now();
-        let (snapshot, counts) = {
+        let ((sequence, json), counts) = {
             let mut state = lock(&shared.state);
             if !shared.ready.load(Ordering::Relaxed) {
                 if !state.discovered() {
@@ -228,10 +228,10 @@ async fn publish(shared: Arc<Shared>) {
                     continue;
                 }
             }
-            (state.snapshot(state::unix_ms()), state.counts())
+            (state.snapshot_json(state::unix_ms()), state.counts())
         };
-        let json = Bytes::from(snapshot.to_json());
-        shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
+        let json = Bytes::from(json);
+        shared.metrics.observe_snapshot(sequence, json.len(), counts);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
         shared.ready.store(true, Ordering::Relaxed);
     }
