@@ -34,9 +34,8 @@ use crate::vocab::Reading;
 /// endpoint is reported unhealthy.
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
 
-/// The plugin refuses a snapshot larger than this (`MAX_SNAPSHOT_BYTES` in
-/// `plugin/src/host/vm.rs`, which native code cannot import).
-pub const SNAPSHOT_BUDGET_BYTES: usize = 2 * 1024 * 1024;
+/// The plugin refuses a snapshot larger than this; the one definition is the wire format's.
+pub const SNAPSHOT_BUDGET_BYTES: usize = wasm_inference_scheduler::pool::MAX_SNAPSHOT_BYTES;
 
 /// Error messages are cut to this when the full ones would push the snapshot over the budget
 /// (a large pool failing with long messages): the reason and the start of each message stay,

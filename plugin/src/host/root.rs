@@ -9,9 +9,10 @@
 use super::abi::{self, Buffer, LogLevel, Map};
 use super::http::Filter;
 use super::shared::{self, HostStore};
-use super::vm::{MAX_SNAPSHOT_BYTES, Vm, VmRef};
+use super::vm::{Vm, VmRef};
 use crate::config::{Mode, PluginConfig};
 use crate::director::Director;
+use crate::pool::MAX_SNAPSHOT_BYTES;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;

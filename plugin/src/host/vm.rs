@@ -30,10 +30,6 @@ const STUCK_READS_BEFORE_SKIP: u32 = 8;
 /// Envoy's log at the tick rate.
 const WARNING_INTERVAL_MS: u64 = 10_000;
 
-/// Largest snapshot accepted from the scraper: [`crate::pool::MAX_ENDPOINTS`] endpoints at well
-/// under 1 KiB each.
-pub const MAX_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
-
 pub struct Vm {
     pub director: Director,
     pub memory: RoutingMemory,
