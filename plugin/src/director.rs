@@ -97,13 +97,10 @@ impl Flight {
         self.prompt_tokens
     }
 
-    /// The event that records the routing: in flight on the primary, prefix recorded there.
+    /// The event that records the routing: in flight on the primary, prefix recorded there (the
+    /// blocks the primary was predicted to hold named by their last one).
     pub fn routed_event(&self) -> RoutingEvent {
-        RoutingEvent::Routed {
-            endpoint: self.endpoint.clone(),
-            hashes: self.hashes.clone(),
-            prompt_tokens: self.prompt_tokens,
-        }
+        RoutingEvent::routed(&self.endpoint, &self.hashes, self.predicted_blocks, self.prompt_tokens)
     }
 
     /// The endpoint that actually answered (a retry past a dead primary names a fallback). Returns

@@ -24,7 +24,13 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoutingEvent {
     /// A request was sent to `endpoint`: count it in flight, record its prefix there.
-    Routed { endpoint: String, hashes: Vec<u64>, prompt_tokens: u32 },
+    ///
+    /// `held`: how many leading blocks of the prompt the writer's memory already had at the
+    /// endpoint. Then `hashes` starts at the last of them (the anchor) and carries only the blocks
+    /// after it; the chain up to the anchor is refreshed from the index itself (each entry knows its
+    /// parent). A follow-up turn of a long conversation thus carries a few hashes, not hundreds.
+    /// `held == 0`: `hashes` is the whole prompt's.
+    Routed { endpoint: String, held: u32, hashes: Vec<u64>, prompt_tokens: u32 },
     /// A retry served it on `to` instead of `from`: move the in-flight count and the prefix.
     Moved { from: String, to: String, hashes: Vec<u64>, prompt_tokens: u32 },
     /// The request finished (or was reset).
@@ -84,15 +90,24 @@ impl fmt::Display for EncodeError {
 impl std::error::Error for EncodeError {}
 
 impl RoutingEvent {
+    /// The `Routed` event for a prompt whose `hashes` the endpoint was believed to hold the first
+    /// `held` of (see [`RoutingEvent::Routed`]).
+    pub fn routed(endpoint: &str, hashes: &[u64], held: u32, prompt_tokens: u32) -> Self {
+        let held = held.min(hashes.len() as u32);
+        let from = (held as usize).saturating_sub(1);
+        Self::Routed { endpoint: endpoint.to_string(), held, hashes: hashes[from..].to_vec(), prompt_tokens }
+    }
+
     /// Compact binary form: a tag byte, then fields; strings as u16 length + UTF-8, hash lists as
     /// u16 count + u64 LE each, integers LE, optional integers as a flag byte + u32. Refuses (rather
     /// than truncates) an event that does not fit, so no worker ever applies less than the writer.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(64);
         match self {
-            Self::Routed { endpoint, hashes, prompt_tokens } => {
+            Self::Routed { endpoint, held, hashes, prompt_tokens } => {
                 out.push(TAG_ROUTED);
                 put_str(&mut out, endpoint, MAX_ADDRESS_BYTES)?;
+                out.extend_from_slice(&held.to_le_bytes());
                 put_hashes(&mut out, hashes)?;
                 out.extend_from_slice(&prompt_tokens.to_le_bytes());
             }
@@ -184,7 +199,9 @@ impl RoutingEvent {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
         let event = match r.u8()? {
-            TAG_ROUTED => Self::Routed { endpoint: r.string()?, hashes: r.hashes()?, prompt_tokens: r.u32()? },
+            TAG_ROUTED => {
+                Self::Routed { endpoint: r.string()?, held: r.u32()?, hashes: r.hashes()?, prompt_tokens: r.u32()? }
+            }
             TAG_MOVED => {
                 Self::Moved { from: r.string()?, to: r.string()?, hashes: r.hashes()?, prompt_tokens: r.u32()? }
             }
@@ -288,8 +305,8 @@ mod tests {
 
     pub(crate) fn events() -> Vec<RoutingEvent> {
         vec![
-            RoutingEvent::Routed { endpoint: A.into(), hashes: vec![1, 2, 3], prompt_tokens: 40 },
-            RoutingEvent::Routed { endpoint: B.into(), hashes: vec![9], prompt_tokens: 10 },
+            RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![1, 2, 3], prompt_tokens: 40 },
+            RoutingEvent::Routed { endpoint: B.into(), held: 0, hashes: vec![9], prompt_tokens: 10 },
             RoutingEvent::Moved { from: B.into(), to: C.into(), hashes: vec![9], prompt_tokens: 10 },
             RoutingEvent::Reported(Report {
                 endpoint: A.into(),
@@ -330,6 +347,7 @@ mod tests {
     #[test]
     fn records_split_rather_than_exceed_a_slot_and_refuse_what_cannot_fit() {
         let big = |e: &str| RoutingEvent::Routed {
+            held: 0,
             endpoint: e.into(),
             hashes: (0..MAX_EVENT_HASHES as u64).collect(),
             prompt_tokens: 1,
@@ -340,10 +358,27 @@ mod tests {
         assert!(records.iter().all(|r| r.len() <= MAX_RECORD_BYTES));
         let decoded: Vec<RoutingEvent> = records.iter().flat_map(|r| RoutingEvent::decode_record(r).unwrap()).collect();
         assert_eq!(decoded, vec![big(A), big(B), events()[4].clone()]);
-        let too_many =
-            RoutingEvent::Routed { endpoint: A.into(), hashes: vec![0; MAX_EVENT_HASHES + 1], prompt_tokens: 1 };
+        let too_many = RoutingEvent::Routed {
+            endpoint: A.into(),
+            held: 0,
+            hashes: vec![0; MAX_EVENT_HASHES + 1],
+            prompt_tokens: 1,
+        };
         assert_eq!(too_many.encode(), Err(EncodeError::TooManyHashes(MAX_EVENT_HASHES + 1)));
         assert_eq!(RoutingEvent::encode_records(&[too_many]).1, 1);
+    }
+
+    #[test]
+    fn a_routed_event_names_the_held_prefix_by_its_last_block() {
+        let hashes: Vec<u64> = (1..=300).collect();
+        let RoutingEvent::Routed { held, hashes: carried, .. } = RoutingEvent::routed(A, &hashes, 298, 7) else {
+            panic!("not a routed event")
+        };
+        assert_eq!((held, carried), (298, vec![298, 299, 300]));
+        let fresh = RoutingEvent::routed(A, &hashes, 0, 7);
+        assert!(matches!(fresh, RoutingEvent::Routed { held: 0, ref hashes, .. } if hashes.len() == 300));
+        assert!(matches!(RoutingEvent::routed(A, &[5], 9, 7), RoutingEvent::Routed { held: 1, .. }), "bounded");
+        assert!(RoutingEvent::routed(A, &hashes, 298, 7).encode().unwrap().len() < 64, "a few bytes, not 2.4 KB");
     }
 
     #[test]

@@ -113,11 +113,11 @@ impl RoutingMemory {
     /// Returns what a report did to the prefix index.
     pub fn apply(&mut self, event: &RoutingEvent) -> Correction {
         match event {
-            RoutingEvent::Routed { endpoint, hashes, prompt_tokens } => {
+            RoutingEvent::Routed { endpoint, held, hashes, prompt_tokens } => {
                 if let Some(id) = self.intern(endpoint) {
                     self.charge(id, *prompt_tokens);
                     let bpt = self.bytes_per_token_of(id);
-                    self.prefix.record(id, hashes, bpt);
+                    self.prefix.record_held(id, *held, hashes, bpt);
                 }
             }
             RoutingEvent::Moved { from, to, hashes, prompt_tokens } => {
@@ -259,8 +259,8 @@ mod tests {
 
     fn events() -> Vec<RoutingEvent> {
         vec![
-            RoutingEvent::Routed { endpoint: A.into(), hashes: vec![1, 2, 3], prompt_tokens: 40 },
-            RoutingEvent::Routed { endpoint: B.into(), hashes: vec![9], prompt_tokens: 10 },
+            RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![1, 2, 3], prompt_tokens: 40 },
+            RoutingEvent::Routed { endpoint: B.into(), held: 0, hashes: vec![9], prompt_tokens: 10 },
             RoutingEvent::Moved { from: B.into(), to: C.into(), hashes: vec![9], prompt_tokens: 10 },
             report(A, 3, Some(48)),
             RoutingEvent::Released { endpoint: A.into(), prompt_tokens: 40 },
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(a.in_flight_of(C), InFlight { requests: 1, prompt_tokens: 10 });
         assert_eq!(a.prefix.matched_blocks(&[1, 2, 3], a.id_of(A).unwrap()), 3);
         assert_eq!(a.prefix.matched_blocks(&[9], a.id_of(C).unwrap()), 1);
-        a.apply(&RoutingEvent::Routed { endpoint: A.into(), hashes: vec![7], prompt_tokens: 1 });
+        a.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![7], prompt_tokens: 1 });
         assert!(!a.same_state_as(&b));
     }
 
@@ -318,8 +318,8 @@ mod tests {
     #[test]
     fn pool_changes_forget_departed_endpoints_and_size_capacity_in_bytes() {
         let mut m = RoutingMemory::new(&PluginConfig::default());
-        m.apply(&RoutingEvent::Routed { endpoint: A.into(), hashes: vec![1, 2, 3], prompt_tokens: 1 });
-        m.apply(&RoutingEvent::Routed { endpoint: B.into(), hashes: vec![1], prompt_tokens: 1 });
+        m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![1, 2, 3], prompt_tokens: 1 });
+        m.apply(&RoutingEvent::Routed { endpoint: B.into(), held: 0, hashes: vec![1], prompt_tokens: 1 });
         let pool = m.install(snapshot(vec![endpoint(A, Some(2))]));
         assert_eq!(pool.len(), 1);
         assert_eq!(m.in_flight_of(B), InFlight::default());
@@ -347,8 +347,13 @@ mod tests {
     #[test]
     fn a_report_of_nothing_cached_after_a_long_prediction_resets_the_pod() {
         let mut m = RoutingMemory::new(&PluginConfig::default());
-        m.apply(&RoutingEvent::Routed { endpoint: A.into(), hashes: vec![1, 2, 3, 4, 5, 6], prompt_tokens: 1 });
-        m.apply(&RoutingEvent::Routed { endpoint: A.into(), hashes: vec![50], prompt_tokens: 1 });
+        m.apply(&RoutingEvent::Routed {
+            endpoint: A.into(),
+            held: 0,
+            hashes: vec![1, 2, 3, 4, 5, 6],
+            prompt_tokens: 1,
+        });
+        m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![50], prompt_tokens: 1 });
         let mut reset = report(A, 6, Some(0));
         if let RoutingEvent::Reported(r) = &mut reset {
             r.hashes = vec![1, 2, 3, 4, 5, 6];

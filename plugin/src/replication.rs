@@ -195,8 +195,10 @@ mod tests {
             let hashes = block_hashes("m", None, &text, bytes, config.prefix.max_prefix_blocks);
             assert_eq!(hashes.len(), MAX_EVENT_HASHES);
             let endpoint = format!("10.0.0.{}:8000", i % 3);
-            let routed =
-                RoutingEvent::Routed { endpoint: endpoint.clone(), hashes: hashes.clone(), prompt_tokens: 4000 };
+            let writer = if i % 2 == 0 { &a } else { &b };
+            // What the writer believes the pod holds already travels as one anchor hash.
+            let held = writer.id_of(&endpoint).map_or(0, |id| writer.prefix.matched_blocks(&hashes, id));
+            let routed = RoutingEvent::routed(&endpoint, &hashes, held, 4000);
             let report = RoutingEvent::Reported(Report {
                 endpoint: endpoint.clone(),
                 model: "m".into(),
@@ -232,6 +234,7 @@ mod tests {
         let store = Counting { inner: &inner, sets: Cell::new(0) };
         let (mut replica, mut memory) = worker(&config, &inner);
         let routed = |i: u32| RoutingEvent::Routed {
+            held: 0,
             endpoint: format!("10.0.0.{i}:8000"),
             hashes: vec![u64::from(i)],
             prompt_tokens: 1,
@@ -256,6 +259,7 @@ mod tests {
         let (mut ra, mut a) = worker(&config, &store);
         let (mut rb, mut b) = worker(&config, &store);
         let too_long = RoutingEvent::Routed {
+            held: 0,
             endpoint: "10.0.0.1:8000".into(),
             hashes: vec![7; MAX_EVENT_HASHES + 1],
             prompt_tokens: 1,
@@ -277,12 +281,12 @@ mod tests {
         rb.record_now(
             &store,
             &mut b,
-            RoutingEvent::Routed { endpoint: "10.0.0.2:8000".into(), hashes: vec![1, 2], prompt_tokens: 1 },
+            RoutingEvent::Routed { endpoint: "10.0.0.2:8000".into(), held: 0, hashes: vec![1, 2], prompt_tokens: 1 },
         );
         let outcome = ra.record_now(
             &store,
             &mut a,
-            RoutingEvent::Routed { endpoint: "10.0.0.1:8000".into(), hashes: vec![1, 2], prompt_tokens: 1 },
+            RoutingEvent::Routed { endpoint: "10.0.0.1:8000".into(), held: 0, hashes: vec![1, 2], prompt_tokens: 1 },
         );
         assert_eq!(outcome.read.applied, 2, "b's record and its own, in order");
         rb.sync(&store, &mut b).unwrap();

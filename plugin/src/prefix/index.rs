@@ -40,10 +40,21 @@ struct Epoch {
     fill_sum: f64,
 }
 
+/// The parent of a prompt's first block.
+const ROOT: u64 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    tick: u64,
+    /// The previous block's hash ([`ROOT`] for a first block): lets an event name a held prefix by
+    /// its last block alone.
+    parent: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct EndpointIndex {
-    /// hash → last-use tick.
-    entries: HashMap<u64, u64>,
+    /// hash → last-use tick and the previous block's hash.
+    entries: HashMap<u64, Entry>,
     /// (hash, tick) in use order; an entry whose tick differs from `entries` is stale.
     order: VecDeque<(u64, u64)>,
     /// The pod's KV capacity in tokens (`num_gpu_blocks × block_size`), when it reports it.
@@ -200,32 +211,71 @@ impl PrefixIndex {
         hashes.iter().take_while(|h| index.entries.contains_key(*h)).count() as u32
     }
 
-    /// Records that `id` now holds every block of `hashes` (most recently used).
+    /// Records that `id` now holds every block of `hashes`, a whole prompt's (most recently used).
     pub fn record(&mut self, id: EndpointId, hashes: &[u64], bytes_per_token: f64) {
+        self.record_after(id, ROOT, hashes, bytes_per_token);
+    }
+
+    /// Records a prompt whose first `held` blocks `id` was believed to hold: `hashes[0]` is the last
+    /// of them and the rest follow it. The held chain is refreshed by walking parents back from
+    /// `hashes[0]` (oldest first, as [`record`](Self::record) would touch it), so an event need not
+    /// carry it. With `held == 0`, `hashes` is the whole prompt.
+    pub fn record_held(&mut self, id: EndpointId, held: u32, hashes: &[u64], bytes_per_token: f64) {
+        let Some((&anchor, rest)) = hashes.split_first().filter(|_| held > 0) else {
+            return self.record(id, hashes, bytes_per_token);
+        };
+        let mut chain = Vec::with_capacity(held as usize);
+        if let Some(index) = self.index(id) {
+            let mut at = anchor;
+            while chain.len() < held as usize
+                && let Some(entry) = index.entries.get(&at)
+            {
+                chain.push((at, entry.parent));
+                if entry.parent == ROOT {
+                    break;
+                }
+                at = entry.parent;
+            }
+        }
+        self.index_mut(id);
+        for &(hash, parent) in chain.iter().rev() {
+            self.touch(id, hash, parent);
+        }
+        self.record_after(id, anchor, rest, bytes_per_token);
+    }
+
+    fn record_after(&mut self, id: EndpointId, first_parent: u64, hashes: &[u64], bytes_per_token: f64) {
         if hashes.is_empty() {
             return;
         }
         self.index_mut(id);
-        let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
+        let mut parent = first_parent;
         for &hash in hashes {
-            self.tick += 1;
-            if index.entries.insert(hash, self.tick).is_none() {
-                self.total += 1;
-                match self.holders.get_mut(&hash) {
-                    None => {
-                        self.holders.insert(hash, Holders::One(id));
-                    }
-                    Some(Holders::One(other)) => {
-                        let other = *other;
-                        self.holders.insert(hash, Holders::Many(vec![other, id]));
-                    }
-                    Some(Holders::Many(ids)) => ids.push(id),
-                }
-            }
-            index.order.push_back((hash, self.tick));
+            self.touch(id, hash, parent);
+            parent = hash;
         }
         self.evict_to_capacity(id, bytes_per_token);
         self.enforce_total_bound(bytes_per_token);
+    }
+
+    /// Marks `hash` (whose parent is `parent`) most recently used at `id`, adding it if new.
+    fn touch(&mut self, id: EndpointId, hash: u64, parent: u64) {
+        let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
+        self.tick += 1;
+        if index.entries.insert(hash, Entry { tick: self.tick, parent }).is_none() {
+            self.total += 1;
+            match self.holders.get_mut(&hash) {
+                None => {
+                    self.holders.insert(hash, Holders::One(id));
+                }
+                Some(Holders::One(other)) => {
+                    let other = *other;
+                    self.holders.insert(hash, Holders::Many(vec![other, id]));
+                }
+                Some(Holders::Many(ids)) => ids.push(id),
+            }
+        }
+        index.order.push_back((hash, self.tick));
     }
 
     /// Feedback from the pod: it reported `observed` cached blocks (already converted to the index's
@@ -327,7 +377,7 @@ impl PrefixIndex {
         let mut evicted = Vec::new();
         while index.entries.len() > capacity {
             let Some((hash, tick)) = index.order.pop_front() else { break };
-            if index.entries.get(&hash) == Some(&tick) {
+            if index.entries.get(&hash).map(|e| e.tick) == Some(tick) {
                 index.entries.remove(&hash);
                 evicted.push(hash);
             }
@@ -335,7 +385,7 @@ impl PrefixIndex {
         // Keep the use-order queue proportional to the live entries.
         if index.order.len() > 2 * index.entries.len() + 64 {
             let entries = &index.entries;
-            index.order.retain(|(h, t)| entries.get(h) == Some(t));
+            index.order.retain(|(h, t)| entries.get(h).map(|e| e.tick) == Some(*t));
         }
         self.total -= evicted.len();
         for hash in evicted {
@@ -494,6 +544,28 @@ mod tests {
         assert_eq!(index.endpoint_len(id(0)), 10);
         assert_eq!(index.matched_blocks(&[50], id(0)), 0);
         assert_eq!(index.correct(id(0), &hashes, 2, 0, BPT), Correction::OverPredicted, "short: not a reset");
+    }
+
+    #[test]
+    fn a_held_prefix_is_refreshed_from_its_last_block_alone() {
+        let mut full = PrefixIndex::new(settings(6, 1000));
+        let mut anchored = PrefixIndex::new(settings(6, 1000));
+        for index in [&mut full, &mut anchored] {
+            index.record(id(0), &[1, 2, 3, 4], BPT);
+            index.record(id(0), &[7, 8], BPT); // newer: 1..4 are now the least recently used
+        }
+        // The follow-up turn 1,2,3,4,5: one index gets all five hashes, the other the held four
+        // named by their last block (4) and the new one.
+        full.record(id(0), &[1, 2, 3, 4, 5], BPT);
+        anchored.record_held(id(0), 4, &[4, 5], BPT);
+        for index in [&full, &anchored] {
+            assert_eq!(index.matched_blocks(&[1, 2, 3, 4, 5], id(0)), 5);
+            assert_eq!(index.matched_blocks(&[7], id(0)), 0, "capacity 6: the older turn went, not the held prefix");
+        }
+        assert_eq!(full.held(id(0)), anchored.held(id(0)));
+        // An anchor the index does not hold refreshes nothing but still records what follows.
+        anchored.record_held(id(1), 3, &[99, 100], BPT);
+        assert_eq!(anchored.matched_blocks(&[100], id(1)), 1);
     }
 
     #[test]

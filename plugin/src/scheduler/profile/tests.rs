@@ -71,7 +71,12 @@ impl World {
 
     fn route(&mut self, d: &Decision, r: &SchedulingRequest) {
         let endpoint = self.primary(d);
-        self.memory.apply(&RoutingEvent::Routed { endpoint, hashes: r.block_hashes.clone(), prompt_tokens: 1 });
+        self.memory.apply(&RoutingEvent::Routed {
+            endpoint,
+            held: 0,
+            hashes: r.block_hashes.clone(),
+            prompt_tokens: 1,
+        });
     }
 }
 
@@ -264,7 +269,12 @@ fn unreadable_metrics_keep_a_pod_a_candidate_scored_on_in_flight_counts() {
     let mut w = World::new(PluginConfig::default(), endpoints);
     for (address, n) in [("10.0.0.0:8000", 3), ("10.0.0.1:8000", 1), ("10.0.0.2:8000", 2)] {
         for _ in 0..n {
-            w.memory.apply(&RoutingEvent::Routed { endpoint: address.into(), hashes: vec![], prompt_tokens: 1 });
+            w.memory.apply(&RoutingEvent::Routed {
+                endpoint: address.into(),
+                held: 0,
+                hashes: vec![],
+                prompt_tokens: 1,
+            });
         }
     }
     let d = w.decide(&w.chat("s", "a short question")).unwrap();
