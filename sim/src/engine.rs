@@ -299,17 +299,29 @@ impl Engine {
 
     /// Plans the next step at `now`, or None when there is nothing to run.
     pub fn schedule(&mut self, now: f64) -> Option<Step> {
-        let bs = self.config.block_size;
         let mut budget = self.config.max_num_batched_tokens;
         let mut plan: Vec<(u64, usize)> = Vec::new();
-        let mut preempted = false;
+        let preempted = self.schedule_running(&mut plan, &mut budget);
+        self.deferred = 0;
+        // Waiting requests are not admitted in a step that had to preempt, as in vLLM.
+        let lora_load_s = if preempted { 0.0 } else { self.admit_waiting(now, &mut plan, &mut budget) };
+        if plan.is_empty() {
+            return None;
+        }
+        let duration = self.step_cost(&plan) + lora_load_s;
+        let num_tokens = plan.iter().map(|(_, n)| n).sum();
+        Some(Step { start: now, duration, plan, num_tokens })
+    }
 
-        // 1. Running requests.
+    /// Step part 1: the running requests' next tokens, preempting from the back when the pool is
+    /// full. Returns whether anything was preempted.
+    fn schedule_running(&mut self, plan: &mut Vec<(u64, usize)>, budget: &mut usize) -> bool {
+        let mut preempted = false;
         let mut i = 0;
-        while i < self.running.len() && budget > 0 {
+        while i < self.running.len() && *budget > 0 {
             let seq = &self.running[i];
             let need = seq.tokens.len() - seq.num_computed;
-            let n = need.min(budget);
+            let n = need.min(*budget);
             let extra = self.blocks_for(seq.num_computed + n).saturating_sub(seq.blocks.len());
             if extra > 0 && self.pool.num_free() < extra {
                 // Preempt from the back until this request fits (or it is the one preempted).
@@ -322,79 +334,83 @@ impl Engine {
                 self.running[i].blocks.extend(new);
             }
             plan.push((self.running[i].req.id, n));
-            budget -= n;
+            *budget -= n;
             i += 1;
         }
+        preempted
+    }
 
-        // 2. Waiting requests (not in a step that had to preempt, as vLLM).
+    /// Step part 2: waiting requests, first come first served, while the sequence limit and the
+    /// token budget allow. Returns the LoRA load time the admissions add to the step.
+    fn admit_waiting(&mut self, now: f64, plan: &mut Vec<(u64, usize)>, budget: &mut usize) -> f64 {
         let mut lora_load_s = 0.0;
-        self.deferred = 0;
-        if !preempted {
-            let mut in_use: Vec<String> = self.running.iter().filter_map(|s| s.req.lora.clone()).collect();
-            let mut skipped: VecDeque<Seq> = VecDeque::new();
-            while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                if self.waiting.front().is_some_and(|s| s.arrival > now) {
-                    break; // arrived after this step's start on the engine's clock
-                }
-                let Some(mut seq) = self.waiting.pop_front() else { break };
-                let lora = seq.req.lora.clone();
-                if !self.admit_lora(lora.as_deref(), &in_use, &mut lora_load_s) {
-                    self.deferred += 1;
-                    skipped.push_back(seq);
-                    continue;
-                }
-                // Longest cached prefix: whole blocks, at most prompt − 1 tokens.
-                let prompt_len = seq.prompt_len();
-                let prompt_hashes = crate::kv::block_hashes(&seq.req.prompt, bs, lora.as_deref());
-                let max_hit_blocks = prompt_len.saturating_sub(1) / bs;
-                let hit_blocks = if self.config.enable_prefix_caching {
-                    self.pool.longest_hit(&prompt_hashes[..max_hit_blocks.min(prompt_hashes.len())])
-                } else {
-                    0
-                };
-                let hit_tokens = hit_blocks * bs;
-                let n = (seq.tokens.len() - hit_tokens).min(budget);
-                let extra = self.blocks_for(hit_tokens + n) - hit_blocks;
-                let held = self.pool.touch(&prompt_hashes[..hit_blocks]);
-                let Some(new) = self.pool.allocate(extra) else {
-                    self.pool.free_blocks(&held);
-                    self.waiting.push_front(seq);
-                    break;
-                };
-                seq.blocks = held;
-                seq.blocks.extend(new);
-                seq.hashes = prompt_hashes[..hit_blocks].to_vec();
-                seq.cached_blocks = hit_blocks;
-                seq.num_computed = hit_tokens;
-                // A preempted request being resumed is not counted again (vLLM keeps preempted
-                // queries out of the Prometheus counters) and keeps its first `cached_tokens`.
-                if seq.scheduled_at.is_none() {
-                    if self.config.enable_prefix_caching {
-                        self.stats.prefix_cache_queries += prompt_len as u64;
-                        self.stats.prefix_cache_hits += hit_tokens as u64;
-                    }
-                    seq.hit_tokens = hit_tokens;
-                    seq.scheduled_at = Some(now);
-                    self.stats.queue_time.observe(now - seq.arrival);
-                }
-                if let Some(l) = lora {
-                    in_use.push(l);
-                }
-                plan.push((seq.req.id, n));
-                budget -= n;
-                self.running.push(seq);
+        let mut in_use: Vec<String> = self.running.iter().filter_map(|s| s.req.lora.clone()).collect();
+        let mut skipped: VecDeque<Seq> = VecDeque::new();
+        while *budget > 0 && self.running.len() < self.config.max_num_seqs {
+            if self.waiting.front().is_some_and(|s| s.arrival > now) {
+                break; // arrived after this step's start on the engine's clock
             }
-            while let Some(s) = skipped.pop_back() {
-                self.waiting.push_front(s);
+            let Some(seq) = self.waiting.pop_front() else { break };
+            let lora = seq.req.lora.clone();
+            if !self.admit_lora(lora.as_deref(), &in_use, &mut lora_load_s) {
+                self.deferred += 1;
+                skipped.push_back(seq);
+                continue;
             }
+            let Some((seq, n)) = self.start_prefill(seq, now, *budget) else { break };
+            if let Some(l) = lora {
+                in_use.push(l);
+            }
+            plan.push((seq.req.id, n));
+            *budget -= n;
+            self.running.push(seq);
         }
+        while let Some(s) = skipped.pop_back() {
+            self.waiting.push_front(s);
+        }
+        lora_load_s
+    }
 
-        if plan.is_empty() {
+    /// Gives an admitted request its longest cached prefix (whole blocks, at most prompt − 1 tokens)
+    /// and blocks for the first prefill chunk; returns it with the chunk's size. When the pool cannot
+    /// hold the chunk the request goes back to the front of the queue and None stops admission.
+    fn start_prefill(&mut self, mut seq: Seq, now: f64, budget: usize) -> Option<(Seq, usize)> {
+        let bs = self.config.block_size;
+        let lora = seq.req.lora.as_deref();
+        let prompt_len = seq.prompt_len();
+        let prompt_hashes = crate::kv::block_hashes(&seq.req.prompt, bs, lora);
+        let max_hit_blocks = prompt_len.saturating_sub(1) / bs;
+        let hit_blocks = if self.config.enable_prefix_caching {
+            self.pool.longest_hit(&prompt_hashes[..max_hit_blocks.min(prompt_hashes.len())])
+        } else {
+            0
+        };
+        let hit_tokens = hit_blocks * bs;
+        let n = (seq.tokens.len() - hit_tokens).min(budget);
+        let extra = self.blocks_for(hit_tokens + n) - hit_blocks;
+        let held = self.pool.touch(&prompt_hashes[..hit_blocks]);
+        let Some(new) = self.pool.allocate(extra) else {
+            self.pool.free_blocks(&held);
+            self.waiting.push_front(seq);
             return None;
+        };
+        seq.blocks = held;
+        seq.blocks.extend(new);
+        seq.hashes = prompt_hashes[..hit_blocks].to_vec();
+        seq.cached_blocks = hit_blocks;
+        seq.num_computed = hit_tokens;
+        // A preempted request being resumed is not counted again (vLLM keeps preempted
+        // queries out of the Prometheus counters) and keeps its first `cached_tokens`.
+        if seq.scheduled_at.is_none() {
+            if self.config.enable_prefix_caching {
+                self.stats.prefix_cache_queries += prompt_len as u64;
+                self.stats.prefix_cache_hits += hit_tokens as u64;
+            }
+            seq.hit_tokens = hit_tokens;
+            seq.scheduled_at = Some(now);
+            self.stats.queue_time.observe(now - seq.arrival);
         }
-        let duration = self.step_cost(&plan) + lora_load_s;
-        let num_tokens = plan.iter().map(|(_, n)| n).sum();
-        Some(Step { start: now, duration, plan, num_tokens })
+        Some((seq, n))
     }
 
     /// The time model applied to a plan.
