@@ -21,7 +21,6 @@ use std::collections::{HashMap, VecDeque};
 use crate::kv::{BlockHash, BlockPool, NONE_HASH, hash_block};
 use crate::metrics::EngineStats;
 use crate::profile::TimeModel;
-use crate::tokenizer::{self, Token};
 
 /// Engine settings (vLLM's names).
 #[derive(Debug, Clone)]
@@ -61,22 +60,21 @@ pub struct EngineRequest {
     pub id: u64,
     pub prompt: Vec<u32>,
     /// Tokens to generate before stopping.
-    pub output_len: u32,
-    /// Reported when `output_len` is reached: `length` if it came from `max_tokens`, else `stop`.
+    /// The token ids it will generate, in order (the pod plans the reply; the engine times it).
+    pub output: Vec<u32>,
+    /// Reported after the last output token: `length` if its count came from `max_tokens`, else `stop`.
     pub finish: FinishReason,
     /// The `max_tokens` parameter as sent (for the histogram), if any.
     pub max_tokens_param: Option<u32>,
     pub lora: Option<String>,
-    /// Seeds the generated words (same prompt → same reply, like greedy decoding).
-    pub gen_seed: u64,
 }
 
 /// What a step produced for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// One generated token; `cached_tokens` is the prefix-cache hit of the request's prefill;
-    /// `finish` is set on the last token (a `Finished` follows in the same step).
-    Token { id: u64, token: Token, cached_tokens: usize, finish: Option<FinishReason> },
+    /// The `index`-th generated token (id `token`); `cached_tokens` is the prefix-cache hit of the
+    /// request's prefill; `finish` is set on the last token (a `Finished` follows in the same step).
+    Token { id: u64, token: u32, index: u32, cached_tokens: usize, finish: Option<FinishReason> },
     /// The request is done (after its last token, or aborted).
     Finished { id: u64, reason: FinishReason, prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize },
 }
@@ -447,8 +445,9 @@ impl Engine {
             if seq.num_computed < seq.tokens.len() {
                 continue; // prefill chunk, no token yet
             }
-            let token = tokenizer::output_token(seq.req.gen_seed, seq.generated);
-            seq.tokens.push(token.id);
+            let index = seq.generated;
+            let token = seq.req.output.get(index as usize).copied().unwrap_or(0);
+            seq.tokens.push(token);
             seq.generated += 1;
             self.stats.generation_tokens += 1;
             if seq.first_token_at.is_none() {
@@ -467,9 +466,9 @@ impl Engine {
                 self.stats.itl.observe(end - seq.last_token_at);
             }
             seq.last_token_at = end;
-            let last = seq.generated >= seq.req.output_len;
+            let last = seq.generated as usize >= seq.req.output.len();
             let finish = last.then_some(seq.req.finish);
-            outputs.push(Output::Token { id, token, cached_tokens: seq.hit_tokens, finish });
+            outputs.push(Output::Token { id, token, index, cached_tokens: seq.hit_tokens, finish });
             if last {
                 finished.push(id);
             }
@@ -491,7 +490,7 @@ impl Engine {
         if reason != FinishReason::Abort {
             s.e2e.observe(now - seq.arrival);
             s.request_generation_tokens.observe(f64::from(seq.generated));
-            s.request_max_num_generation_tokens.observe(f64::from(seq.req.output_len));
+            s.request_max_num_generation_tokens.observe(seq.req.output.len() as f64);
             if let Some(m) = seq.req.max_tokens_param {
                 s.request_params_max_tokens.observe(f64::from(m));
             }
@@ -525,16 +524,6 @@ pub fn run_virtual(engine: &mut Engine, now: &mut f64, max_steps: usize) -> Vec<
         out.extend(engine.complete(step, end).into_iter().map(|o| (end, o)));
     }
     out
-}
-
-/// The deterministic seed of a reply: FNV-1a of the prompt's token ids.
-pub fn generation_seed(prompt: &[u32]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for t in prompt {
-        h ^= u64::from(*t);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Time to first token of every request in `outputs`, by request id.

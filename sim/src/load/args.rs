@@ -14,14 +14,14 @@ pub struct LoadArgs {
     /// client-side prefix affinity, an ideal-router reference).
     #[arg(long, default_value = "round-robin")]
     pub spread: String,
-    /// shared-prefix, multi-turn or lora-mix.
+    /// shared-prefix, multi-turn, lora-mix, code-assistant or cjk-chat.
     #[arg(long, default_value = "shared-prefix")]
     pub workload: String,
     /// chat (/v1/chat/completions) or completions (/v1/completions).
     #[arg(long, default_value = "chat")]
     pub api: String,
     /// Model name sent in requests (the base model; lora-mix sends adapter names).
-    #[arg(long, default_value = "qwen3-0.6b")]
+    #[arg(long, default_value = "Qwen/Qwen3-0.6B")]
     pub model: String,
     /// Poisson arrival rate in requests per second (exclusive with --concurrency).
     #[arg(long)]
@@ -83,6 +83,12 @@ pub struct LoadArgs {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// The tokenizer that sizes --system-tokens and --question-tokens: bpe or chars:N (as `sim fleet`).
+    #[arg(long, default_value = "bpe")]
+    pub tokenizer: String,
+    /// A .tiktoken ranks file for --tokenizer bpe (as `sim fleet`).
+    #[arg(long)]
+    pub vocab: Option<String>,
 }
 
 /// Longest run or request timeout accepted: a week; anything longer is a typo.
@@ -115,6 +121,8 @@ pub enum Workload {
     SharedPrefix,
     MultiTurn,
     LoraMix,
+    CodeAssistant,
+    CjkChat,
 }
 
 /// How several targets share the load.
@@ -153,8 +161,12 @@ impl LoadArgs {
             "shared-prefix" => Workload::SharedPrefix,
             "multi-turn" => Workload::MultiTurn,
             "lora-mix" => Workload::LoraMix,
+            "code-assistant" => Workload::CodeAssistant,
+            "cjk-chat" => Workload::CjkChat,
             other => {
-                return Err(format!("unknown --workload {other:?}; expected shared-prefix, multi-turn or lora-mix"));
+                return Err(format!(
+                    "unknown --workload {other:?}; expected shared-prefix, multi-turn, lora-mix, code-assistant or cjk-chat"
+                ));
             }
         };
         let api: &'static str = match self.api.as_str() {

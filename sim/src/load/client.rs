@@ -161,16 +161,18 @@ async fn read_full(body: hyper::body::Incoming, start: Instant, rec: &mut Reques
 
 /// A streamed answer: SSE events until `[DONE]`; each non-empty content chunk is one token's arrival.
 async fn read_stream(mut body: hyper::body::Incoming, start: Instant, rec: &mut RequestRecord) -> Result<(), String> {
-    let mut buf = String::new();
+    // Bytes, not text: a frame may end inside a multi-byte character (Chinese replies).
+    let mut buf: Vec<u8> = Vec::new();
     let mut last_token: Option<Instant> = None;
     let mut done = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("stream broke after {} tokens: {e}", rec.output_tokens))?;
         let Ok(data) = frame.into_data() else { continue };
-        buf.push_str(&String::from_utf8_lossy(&data));
+        buf.extend_from_slice(&data);
         let now = Instant::now();
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let raw: Vec<u8> = buf.drain(..end + 2).collect();
+            let event = String::from_utf8_lossy(&raw);
             for line in event.lines() {
                 let Some(payload) = line.strip_prefix("data: ") else { continue };
                 if payload.trim() == "[DONE]" {

@@ -6,9 +6,16 @@
 //! - `shared-prefix`: G groups each with a system prompt of S tokens; each request is one group's
 //!   prompt plus a fresh question of Q tokens, asking for O output tokens.
 //! - `multi-turn`: conversations that start like shared-prefix and then resend the whole history
-//!   plus their own previous replies and a new question, for T turns.
+//!   plus the replies the pod really sent and a new question, for T turns.
 //! - `lora-mix`: shared-prefix requests spread uniformly over LoRA adapters (from --loras, or the
 //!   adapters the target lists in /v1/models).
+//! - `code-assistant`: multi-turn, with system prompts of tool schemas (JSON) and Python code, and
+//!   code questions.
+//! - `cjk-chat`: multi-turn chat written in Chinese.
+//!
+//! Texts are English prose, code and JSON, or Chinese (`text.rs`), sized in tokens of the load's
+//! own tokenizer (cl100k_base by default). The summary adds `turn_affinity`: the share of follow-up
+//! turns served by the pod that served the conversation's previous turn.
 //!
 //! Arrivals are Poisson at --rate, or a fixed number of requests in flight (--concurrency). Every
 //! run is bounded by --duration (and --requests), every request by --timeout-s.
@@ -16,6 +23,7 @@
 mod args;
 mod client;
 mod report;
+mod text;
 mod workload;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +42,8 @@ use args::{Arrivals, Plan, Spread, Workload};
 use client::{Target, body_for, discover_loras, exchange, parse_target, prefix_counters};
 use report::summarize;
 use workload::Generator;
+
+use crate::tokenizer::Tokenizer;
 
 /// What every sender shares.
 struct Shared {
@@ -68,6 +78,7 @@ async fn one_request(shared: &Shared) -> RequestRecord {
         target: target.label.clone(),
         model,
         group: conv.group,
+        conversation: conv.id,
         turn: conv.turn,
         status: 0,
         served_by: None,
@@ -115,9 +126,10 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
     } else {
         targets.iter().map(|t| t.url("/metrics")).collect()
     };
+    let tokenizer = Arc::new(Tokenizer::from_flags(&args.tokenizer, args.vocab.as_deref())?);
     let before = prefix_counters(&metrics_urls).await;
     let shared = Arc::new(Shared {
-        generator: Mutex::new(Generator::new(&args, plan.workload, models)),
+        generator: Mutex::new(Generator::new(&args, plan.workload, models, tokenizer)),
         args: args.clone(),
         plan,
         targets,

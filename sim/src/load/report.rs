@@ -14,6 +14,8 @@ pub struct RequestRecord {
     pub target: String,
     pub model: String,
     pub group: usize,
+    /// The conversation this turn belongs to (numbered in the order conversations started).
+    pub conversation: usize,
     pub turn: usize,
     /// HTTP status; 0 = no response (connect error, reset, timeout).
     pub status: u16,
@@ -82,6 +84,11 @@ pub struct Summary {
     /// Client-side: sum of usage cached_tokens / prompt_tokens (needs --enable-prompt-tokens-details).
     pub reported_cached_fraction: Option<f64>,
     pub per_pod: BTreeMap<String, usize>,
+    /// Share of the answered turns after the first that the pod of the conversation's previous
+    /// turn served; null when the run had no follow-up turns.
+    pub turn_affinity: Option<f64>,
+    /// How many follow-up turns `turn_affinity` counts.
+    pub follow_up_turns: usize,
 }
 
 /// A run's full result (what --out writes).
@@ -115,6 +122,7 @@ pub(super) fn summarize(
         _ => (None, None),
     };
     let prompt: u64 = ok.iter().filter_map(|r| r.prompt_tokens).sum();
+    let (follow_ups, same) = turn_affinity(records);
     let cached: Option<u64> = ok.iter().map(|r| r.cached_tokens).sum();
     Summary {
         requests: records.len(),
@@ -139,7 +147,30 @@ pub(super) fn summarize(
             _ => None,
         },
         per_pod,
+        turn_affinity: (follow_ups > 0).then(|| same as f64 / follow_ups as f64),
+        follow_up_turns: follow_ups,
     }
+}
+
+/// (follow-up turns answered, how many of them the previous turn's pod served).
+fn turn_affinity(records: &[RequestRecord]) -> (usize, usize) {
+    let served: BTreeMap<(usize, usize), &str> = records
+        .iter()
+        .filter(|r| r.ok())
+        .filter_map(|r| Some(((r.conversation, r.turn), r.served_by.as_deref()?)))
+        .collect();
+    let mut follow_ups = 0;
+    let mut same = 0;
+    for ((conversation, turn), pod) in &served {
+        if *turn < 2 {
+            continue;
+        }
+        if let Some(prev) = served.get(&(*conversation, turn - 1)) {
+            follow_ups += 1;
+            same += usize::from(prev == pod);
+        }
+    }
+    (follow_ups, same)
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -166,7 +197,11 @@ pub fn render_table(r: &Report) -> String {
         a.system_tokens,
         a.question_tokens,
         a.output_tokens,
-        if a.workload == "multi-turn" { format!(" turns={}", a.turns) } else { String::new() },
+        if s.follow_up_turns > 0 || a.workload != "shared-prefix" && a.workload != "lora-mix" {
+            format!(" turns={}", a.turns)
+        } else {
+            String::new()
+        },
     ));
     t.push_str(&format!(
         "requests {} ok {} errors {} dropped {}   wall {:.1}s\n",
@@ -189,6 +224,15 @@ pub fn render_table(r: &Report) -> String {
     }
     if let Some(f) = s.reported_cached_fraction {
         t.push_str(&format!("cached_tokens / prompt_tokens (usage) {:.1}%\n", f * 100.0));
+    }
+    match s.turn_affinity {
+        Some(a) => t.push_str(&format!(
+            "turn affinity {:.1}%  ({} of {} follow-up turns on the previous turn's pod)\n",
+            a * 100.0,
+            (a * s.follow_up_turns as f64).round(),
+            s.follow_up_turns
+        )),
+        None => t.push_str("turn affinity n/a (no follow-up turns)\n"),
     }
     t.push_str("requests per pod:\n");
     for (pod, n) in &s.per_pod {

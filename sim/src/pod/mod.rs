@@ -13,6 +13,7 @@
 //! Parts: `server` (connections, routing, admin), `faults` (the modes), `stream` (SSE and full
 //! answers), `metrics` (the exposition as a table of families).
 
+mod admit;
 mod faults;
 mod metrics;
 mod server;
@@ -20,7 +21,7 @@ mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,9 +29,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::api::{self, ApiError};
-use crate::engine::{Engine, EngineConfig, EngineRequest, FinishReason, Output, generation_seed};
-use crate::tokenizer;
+use crate::engine::{Engine, EngineConfig, EngineRequest, Output};
+use crate::tokenizer::Tokenizer;
 
 pub use faults::FaultMode;
 pub use metrics::{FAMILIES, Family, Read};
@@ -70,6 +70,8 @@ pub struct PodConfig {
     pub lora_info_style: LoraInfoStyle,
     pub gpu_memory_utilization: f64,
     pub fault: FaultMode,
+    /// Shared by every pod of a fleet (so is its cache of encoded messages).
+    pub tokenizer: Arc<Tokenizer>,
 }
 
 impl PodConfig {
@@ -204,66 +206,6 @@ impl Pod {
             }));
         }
         json!({"object": "list", "data": data})
-    }
-
-    /// Validates a parsed request and turns it into an engine request.
-    fn admit(&self, req: &api::ParsedRequest) -> Result<EngineRequest, ApiError> {
-        let c = &self.config;
-        let lora = if req.model == c.served_model_name {
-            None
-        } else if c.lora_modules.iter().any(|(n, _)| *n == req.model) {
-            Some(req.model.clone())
-        } else {
-            return Err(ApiError::not_found(format!("The model `{}` does not exist.", req.model)));
-        };
-        let prompt = match &req.prompt_ids {
-            Some(ids) => ids.clone(),
-            None => tokenizer::encode(&req.prompt_text),
-        };
-        if prompt.is_empty() {
-            return Err(ApiError::bad_request("The prompt is empty; expected at least one token."));
-        }
-        let max_len = c.engine.max_model_len;
-        if prompt.len() >= max_len {
-            return Err(ApiError::bad_request(format!(
-                "This model's maximum context length is {max_len} tokens. However, your request has {} input tokens. Please reduce the length of the input messages.",
-                prompt.len()
-            )));
-        }
-        let seed = generation_seed(&prompt);
-        let room = (max_len - prompt.len()) as u32;
-        let (output_len, finish) = match req.max_tokens {
-            Some(m) if m > room => {
-                return Err(ApiError::bad_request(format!(
-                    "'max_tokens' or 'max_completion_tokens' is too large: {m}. This model's maximum context length is {max_len} tokens and your request has {} input tokens ({m} > {max_len} - {}).",
-                    prompt.len(),
-                    prompt.len()
-                )));
-            }
-            Some(m) => (m, FinishReason::Length),
-            None => {
-                let (lo, hi) = DEFAULT_OUTPUT_TOKENS;
-                ((lo + (seed % u64::from(hi - lo + 1)) as u32).min(room), FinishReason::Stop)
-            }
-        };
-        // A request that can never fit the KV pool would block the queue forever.
-        let blocks = (prompt.len() + output_len as usize).div_ceil(c.engine.block_size);
-        if blocks > c.engine.num_gpu_blocks.saturating_sub(1) {
-            return Err(ApiError::bad_request(format!(
-                "The request needs {blocks} KV blocks (prompt {} + output {output_len} tokens) but the cache has only {}.",
-                prompt.len(),
-                c.engine.num_gpu_blocks.saturating_sub(1)
-            )));
-        }
-        Ok(EngineRequest {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            gen_seed: seed,
-            prompt,
-            output_len,
-            finish,
-            max_tokens_param: req.max_tokens,
-            lora,
-        })
     }
 
     fn submit(&self, req: EngineRequest) -> mpsc::UnboundedReceiver<Output> {

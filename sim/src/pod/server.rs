@@ -134,9 +134,9 @@ async fn inference(pod: &Arc<Pod>, req: Request<Incoming>, api: Api) -> Response
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    let ereq = match pod.admit(&parsed) {
+    let (ereq, reply) = match pod.admit(&parsed) {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    stream::answer(pod, &parsed, ereq, api).await
+    stream::answer(pod, &parsed, ereq, reply, api).await
 }

@@ -15,6 +15,7 @@ use super::server::{RespBody, error_response, full};
 use super::{Pod, unix_now};
 use crate::api::{self, Api, ApiError, ParsedRequest};
 use crate::engine::{EngineRequest, FinishReason, Output};
+use crate::reply::Reply;
 
 /// Aborts the engine request when the client goes away before it finished.
 struct Inflight {
@@ -36,6 +37,7 @@ pub(super) async fn answer(
     pod: &Arc<Pod>,
     parsed: &ParsedRequest,
     ereq: EngineRequest,
+    reply: Reply,
     api: Api,
 ) -> Response<RespBody> {
     let id_num = ereq.id;
@@ -48,6 +50,7 @@ pub(super) async fn answer(
     if parsed.stream {
         let body = SseBody {
             rx,
+            reply,
             api,
             id,
             created,
@@ -64,12 +67,14 @@ pub(super) async fn answer(
         }
         return r;
     }
-    collect_full(rx, guard, api, &id, created, &parsed.model, details).await
+    collect_full(rx, guard, &reply, api, &id, created, &parsed.model, details).await
 }
 
+#[allow(clippy::too_many_arguments)] // the pieces of one response, each used once
 async fn collect_full(
     mut rx: mpsc::UnboundedReceiver<Output>,
     mut guard: Inflight,
+    reply: &Reply,
     api: Api,
     id: &str,
     created: u64,
@@ -79,7 +84,7 @@ async fn collect_full(
     let mut text = String::new();
     while let Some(out) = rx.recv().await {
         match out {
-            Output::Token { token, .. } => text.push_str(&token.text),
+            Output::Token { index, .. } => text.push_str(reply.piece(index as usize)),
             Output::Finished { reason, prompt_tokens, completion_tokens, cached_tokens, .. } => {
                 guard.done = true;
                 let u = api::usage(prompt_tokens, completion_tokens, cached_tokens, details, false);
@@ -95,6 +100,7 @@ async fn collect_full(
 /// A streaming response: engine outputs turned into SSE frames as they arrive.
 struct SseBody {
     rx: mpsc::UnboundedReceiver<Output>,
+    reply: Reply,
     api: Api,
     id: String,
     created: u64,
@@ -124,15 +130,13 @@ impl Body for SseBody {
         let mut buf = String::new();
         loop {
             match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(Output::Token { token, finish, .. })) => {
-                    let chunk = api::stream_chunk(
-                        this.api,
-                        &this.id,
-                        this.created,
-                        &this.model,
-                        &token.text,
-                        finish.map(FinishReason::as_str),
-                    );
+                Poll::Ready(Some(Output::Token { index, finish, .. })) => {
+                    let text = this.reply.piece(index as usize);
+                    if text.is_empty() && finish.is_none() {
+                        continue; // a held-back partial character: vLLM sends no empty delta
+                    }
+                    let finish = finish.map(FinishReason::as_str);
+                    let chunk = api::stream_chunk(this.api, &this.id, this.created, &this.model, text, finish);
                     buf.push_str(&api::sse(&chunk));
                 }
                 Poll::Ready(Some(Output::Finished { prompt_tokens, completion_tokens, cached_tokens, .. })) => {
