@@ -191,6 +191,32 @@ async fn set_fault(addr: &str, mode: &str) {
 }
 
 #[tokio::test]
+async fn metrics_faults_break_only_the_metrics_while_serving_goes_on() {
+    let f = fleet(2, false).await;
+    let (a, b) = (f.addresses()[0].clone(), f.addresses()[1].clone());
+    let req = || Some(json!({"model": MODEL, "prompt": "x", "max_tokens": 2}));
+    set_fault(&a, "metrics404").await;
+    let m = call(&a, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(m.status, 404);
+    assert_eq!(call(&a, "POST", "/v1/completions", req()).await.unwrap().status, 200);
+    assert_eq!(call(&a, "GET", "/health", None).await.unwrap().status, 200);
+    assert_eq!(call(&b, "GET", "/metrics", None).await.unwrap().status, 200, "the other pod is untouched");
+    set_fault(&a, "metrics-garbage").await;
+    let m = call(&a, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(m.status, 200);
+    assert_eq!(metric_sum(&m.body, "vllm:num_requests_running"), None, "not an exposition: {}", m.body);
+    assert!(m.body.lines().all(|l| !l.starts_with("vllm:") || l.contains(" = ")), "{}", m.body);
+    assert_eq!(call(&a, "POST", "/v1/chat/completions", Some(chat("Be brief.", 3, true))).await.unwrap().status, 200);
+    let r = call(&a, "GET", "/admin/fault", None).await.unwrap();
+    assert!(r.body.contains("metrics-garbage"), "{}", r.body);
+    set_fault(&a, "none").await;
+    assert_eq!(metric_sum(&metrics(&a).await, "vllm:num_requests_running"), Some(0.0));
+    let bad = call(&a, "POST", "/admin/fault", Some(json!({"mode": "metrics500"}))).await.unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("metrics404") && bad.body.contains("metrics-garbage"), "{}", bad.body);
+}
+
+#[tokio::test]
 async fn faults_error_close_stall_and_exit_affect_one_pod_only() {
     let f = fleet(2, false).await;
     let (a, b) = (f.addresses()[0].clone(), f.addresses()[1].clone());

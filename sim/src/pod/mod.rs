@@ -8,7 +8,8 @@
 //! Faults (`POST /admin/fault {"mode": ...}` or `--fault` at start-up) act on everything but `/admin`:
 //! `stall` (requests and the engine hang until the mode changes), `error500`, `close` (the connection
 //! is closed without a response), `exit` (the pod stops listening and drops its connections; the other
-//! pods of the fleet keep running), `none`.
+//! pods of the fleet keep running), `metrics404` and `metrics-garbage` (only `/metrics` breaks: a 404,
+//! or a 200 whose text is not a Prometheus exposition; serving goes on), `none`.
 //!
 //! Parts: `server` (connections, routing, admin), `faults` (the modes), `stream` (SSE and full
 //! answers), `metrics` (the exposition as a table of families).

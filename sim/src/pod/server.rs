@@ -60,7 +60,7 @@ async fn handle(pod: Arc<Pod>, req: Request<Incoming>) -> Result<Response<RespBo
     let mut resp = if path.starts_with("/admin/") {
         admin(&pod, req).await
     } else {
-        match faults::verdict(&pod).await {
+        match faults::verdict(&pod, &path).await {
             Verdict::Serve => route(&pod, req, &path).await,
             Verdict::Answer(resp) => resp,
             Verdict::Close => return Err(CloseConnection),
@@ -93,7 +93,7 @@ async fn admin(pod: &Arc<Pod>, req: Request<Incoming>) -> Response<RespBody> {
             let mode = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("mode").and_then(Value::as_str).map(str::to_string))
-                .ok_or_else(|| "expected a JSON body {\"mode\": \"none|stall|error500|close|exit\"}".to_string())
+                .ok_or_else(|| format!("expected a JSON body {{\"mode\": \"{}\"}}", FaultMode::names()))
                 .and_then(|m| FaultMode::parse(&m));
             match mode {
                 Ok(m) => {
