@@ -125,6 +125,20 @@ pub enum Workload {
     CjkChat,
 }
 
+/// A workload by name.
+pub fn parse_workload(name: &str) -> Result<Workload, String> {
+    match name {
+        "shared-prefix" => Ok(Workload::SharedPrefix),
+        "multi-turn" => Ok(Workload::MultiTurn),
+        "lora-mix" => Ok(Workload::LoraMix),
+        "code-assistant" => Ok(Workload::CodeAssistant),
+        "cjk-chat" => Ok(Workload::CjkChat),
+        other => Err(format!(
+            "unknown workload {other:?}; expected shared-prefix, multi-turn, lora-mix, code-assistant or cjk-chat"
+        )),
+    }
+}
+
 /// How several targets share the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spread {
@@ -157,18 +171,7 @@ pub struct Plan {
 impl LoadArgs {
     /// Validates the flags; every bad value is an error naming the flag.
     pub fn plan(&self) -> Result<Plan, String> {
-        let workload = match self.workload.as_str() {
-            "shared-prefix" => Workload::SharedPrefix,
-            "multi-turn" => Workload::MultiTurn,
-            "lora-mix" => Workload::LoraMix,
-            "code-assistant" => Workload::CodeAssistant,
-            "cjk-chat" => Workload::CjkChat,
-            other => {
-                return Err(format!(
-                    "unknown --workload {other:?}; expected shared-prefix, multi-turn, lora-mix, code-assistant or cjk-chat"
-                ));
-            }
-        };
+        let workload = parse_workload(&self.workload)?;
         let api: &'static str = match self.api.as_str() {
             "chat" => "chat",
             "completions" => "completions",

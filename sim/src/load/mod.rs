@@ -38,6 +38,12 @@ pub use args::{LoadArgs, parse_duration};
 pub use client::{http_get_text, metric_sum};
 pub use report::{Percentiles, Report, RequestRecord, Summary, render_table};
 
+/// A workload's system-prompt text of about `tokens` tokens (`sim tokenize --sample`).
+pub fn sample_text(workload: &str, tokenizer: &Tokenizer, tokens: usize, seed: u64) -> Result<String, String> {
+    let w = args::parse_workload(workload)?;
+    Ok(workload::sample_text(w, tokenizer, tokens, seed))
+}
+
 use args::{Arrivals, Plan, Spread, Workload};
 use client::{Target, body_for, discover_loras, exchange, parse_target, prefix_counters};
 use report::summarize;

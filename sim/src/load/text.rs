@@ -234,6 +234,55 @@ const PROSE_WORDS: &[&str] = &[
     "technical",
 ];
 
+/// Longer and rarer words, which BPE splits into several tokens (prose is not only common words).
+const RARE_WORDS: &[&str] = &[
+    "reimbursement",
+    "troubleshooting",
+    "configurable",
+    "acknowledgement",
+    "misconfigured",
+    "prorated",
+    "nonrefundable",
+    "authorisation",
+    "reconciliation",
+    "eligibility",
+    "jurisdiction",
+    "indemnification",
+    "unsubscribe",
+    "deactivation",
+    "multifactor",
+    "onboarding",
+    "chargeback",
+    "preauthorized",
+    "backordered",
+    "itemised",
+    "consolidated",
+    "discrepancy",
+    "escalation",
+    "intermittent",
+    "throttled",
+    "latency",
+    "Zurich",
+    "Lisbon",
+    "Nairobi",
+    "Osaka",
+    "Quebec",
+    "Tallinn",
+    "Gdansk",
+    "Mumbai",
+    "Acme",
+    "Contoso",
+    "Fabrikam",
+    "Northwind",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Wonka",
+    "Stark",
+];
+
 const CHINESE_WORDS: &[&str] = &[
     "我们",
     "你们",
@@ -379,7 +428,7 @@ pub fn unit(style: Style, rng: &mut SmallRng) -> String {
     match style {
         Style::Prose => prose_sentence(rng),
         Style::Chinese => chinese_sentence(rng, "。"),
-        Style::Code if rng.random_bool(0.4) => tool_schema(rng),
+        Style::Code if rng.random_bool(0.55) => tool_schema(rng),
         Style::Code => python_function(rng),
     }
 }
@@ -389,7 +438,7 @@ fn prose_sentence(rng: &mut SmallRng) -> String {
     let n = rng.random_range(8..22);
     let mut s = String::with_capacity(n * 8);
     for i in 0..n {
-        let w = pick(rng, PROSE_WORDS);
+        let w = if rng.random_bool(0.16) { pick(rng, RARE_WORDS) } else { pick(rng, PROSE_WORDS) };
         s.push(' ');
         if i == 0 {
             let mut c = w.chars();
@@ -400,12 +449,25 @@ fn prose_sentence(rng: &mut SmallRng) -> String {
         } else {
             s.push_str(w);
         }
-        if i + 1 < n && i > 2 && rng.random_bool(0.08) {
+        if i + 1 < n && i > 2 && rng.random_bool(0.1) {
             s.push(',');
         }
+        if i + 1 < n && rng.random_bool(0.04) {
+            s.push_str(&figure(rng));
+        }
     }
-    s.push('.');
+    s.push(if rng.random_bool(0.1) { '?' } else { '.' });
     s
+}
+
+/// A number as prose has them: an amount, a date, a reference or a count.
+fn figure(rng: &mut SmallRng) -> String {
+    match rng.random_range(0..4) {
+        0 => format!(" ${}.{:02}", rng.random_range(1..2000), rng.random_range(0..100)),
+        1 => format!(" on {}/{}/20{}", rng.random_range(1..29), rng.random_range(1..13), rng.random_range(19..27)),
+        2 => format!(" (ref. {}-{})", pick(rng, &["INV", "ORD", "TCK", "CASE"]), rng.random_range(1000..99999)),
+        _ => format!(" {} days", rng.random_range(2..90)),
+    }
 }
 
 /// A Chinese sentence of words and particles, commas every few words, ending with `end`.
@@ -432,16 +494,10 @@ fn ident(rng: &mut SmallRng) -> String {
 /// One OpenAI-style function schema, on its own line (as Qwen's template lists tools).
 fn tool_schema(rng: &mut SmallRng) -> String {
     let name = format!("{}_{}", pick(rng, CODE_VERBS), ident(rng));
-    let n = rng.random_range(1..5);
-    let params: Vec<String> = (0..n)
-        .map(|_| {
-            let p = ident(rng);
-            let words: Vec<&str> = (0..rng.random_range(3..9)).map(|_| pick(rng, PROSE_WORDS)).collect();
-            format!("\"{p}\": {{\"type\": \"{}\", \"description\": \"The {}.\"}}", pick(rng, TYPES), words.join(" "))
-        })
-        .collect();
+    let n = rng.random_range(2..6);
+    let params: Vec<String> = (0..n).map(|_| tool_parameter(rng)).collect();
     let first = params.first().and_then(|p| p.split('"').nth(1)).unwrap_or("id").to_string();
-    let doc: Vec<&str> = (0..rng.random_range(6..14)).map(|_| pick(rng, PROSE_WORDS)).collect();
+    let doc: Vec<&str> = (0..rng.random_range(4..9)).map(|_| pick(rng, PROSE_WORDS)).collect();
     format!(
         "\n{{\"type\": \"function\", \"function\": {{\"name\": \"{name}\", \"description\": \"{}.\", \"parameters\": {{\"type\": \"object\", \"properties\": {{{}}}, \"required\": [\"{first}\"]}}}}}}",
         doc.join(" "),
@@ -449,17 +505,33 @@ fn tool_schema(rng: &mut SmallRng) -> String {
     )
 }
 
-/// A small Python function with a docstring, branches and a return.
+/// One property of a tool's parameters: a type, a short description, and an enum or bounds.
+fn tool_parameter(rng: &mut SmallRng) -> String {
+    let p = ident(rng);
+    let words: Vec<&str> = (0..rng.random_range(2..5)).map(|_| pick(rng, PROSE_WORDS)).collect();
+    let kind = pick(rng, TYPES);
+    let extra = match kind {
+        "string" if rng.random_bool(0.5) => {
+            let values: Vec<String> =
+                (0..rng.random_range(2..5)).map(|_| format!("\"{}\"", pick(rng, IDENTS))).collect();
+            format!(", \"enum\": [{}]", values.join(", "))
+        }
+        "integer" | "number" => format!(", \"minimum\": 0, \"maximum\": {}", rng.random_range(1..10_000)),
+        _ => String::new(),
+    };
+    format!("\"{p}\": {{\"type\": \"{kind}\", \"description\": \"{}\"{extra}}}", words.join(" "))
+}
+
+/// A small Python function with type hints, a docstring, branches and a return.
 fn python_function(rng: &mut SmallRng) -> String {
     let name = format!("{}_{}", pick(rng, CODE_VERBS), ident(rng));
     let (a, b) = (ident(rng), pick(rng, IDENTS));
-    let doc: Vec<&str> = (0..rng.random_range(4..10)).map(|_| pick(rng, PROSE_WORDS)).collect();
-    let key = pick(rng, IDENTS);
-    let limit = rng.random_range(2..500);
+    let doc: Vec<&str> = (0..rng.random_range(3..7)).map(|_| pick(rng, PROSE_WORDS)).collect();
+    let (key, field) = (pick(rng, IDENTS), pick(rng, IDENTS));
+    let (limit, code) = (rng.random_range(2..500), rng.random_range(400..600));
     format!(
-        "\n\ndef {name}({a}, {b}=None):\n    \"\"\"{}.\"\"\"\n    result = {a}.get(\"{key}\", {{}})\n    if {b} is None or len(result) > {limit}:\n        raise ValueError(f\"{name}: bad {{{b}!r}}\")\n    for {key} in result.values():\n        {b}.append({key}[\"{}\"])\n    return {b}\n",
-        doc.join(" "),
-        pick(rng, IDENTS)
+        "\n\ndef {name}({a}: dict[str, Any], {b}: list | None = None) -> list:\n    \"\"\"{}.\"\"\"\n    result = {a}.get(\"{key}\", {{}})\n    if {b} is None or len(result) > {limit}:\n        raise ValueError(f\"{name}: bad {{{b}!r}} ({code})\")\n    for k, v in result.items():\n        {b}.append({{\"{field}\": v[\"{key}\"], \"k\": k}})\n    return {b}[-{limit}:]\n",
+        doc.join(" ")
     )
 }
 

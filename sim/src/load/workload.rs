@@ -79,6 +79,13 @@ fn system_prompt(workload: Workload, g: usize, rng: &mut SmallRng, tokenizer: &T
     }
 }
 
+/// The system prompt the workload named `workload` sends for group 0 with this seed (for
+/// `sim tokenize --sample`): the text whose characters-per-token ratio a fleet sees.
+pub fn sample_text(workload: Workload, tokenizer: &Tokenizer, tokens: usize, seed: u64) -> String {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    system_prompt(workload, 0, &mut rng, tokenizer, tokens)
+}
+
 impl Generator {
     pub fn new(args: &LoadArgs, workload: Workload, models: Vec<String>, tokenizer: Arc<Tokenizer>) -> Self {
         let system_prompts = (0..args.groups.max(1))

@@ -141,3 +141,17 @@ fn a_malformed_ranks_file_names_the_line() {
     let e = Tokenizer::from_flags("bpe", Some(&write_temp("short.tiktoken", "aGk= 0\n"))).unwrap_err();
     assert!(e.contains("at least the 256 single bytes"), "{e}");
 }
+
+/// Qwen's real vocabulary, when `scripts/common.sh ensure_qwen_vocab` has fetched it:
+/// `source scripts/common.sh && ensure_qwen_vocab && cargo test -p vllm-sim -- --ignored`.
+#[test]
+#[ignore = "needs WIS_QWEN_VOCAB (scripts/common.sh ensure_qwen_vocab downloads it)"]
+fn qwens_vocabulary_encodes_as_qwen_does() {
+    let path = std::env::var("WIS_QWEN_VOCAB").expect("WIS_QWEN_VOCAB names qwen.tiktoken");
+    let t = Tokenizer::from_flags("bpe", Some(&path)).unwrap();
+    assert_eq!(t.specials(), Specials::QWEN);
+    assert_eq!(t.encode("Hello world"), vec![9707, 1879]);
+    assert_eq!(t.encode("<|im_start|>user\n"), vec![151_644, 872, 198]);
+    let chinese = CHINESE.chars().count() as f64 / t.count(CHINESE) as f64;
+    assert!((1.3..=2.0).contains(&chinese), "Chinese: {chinese:.2} characters per token");
+}
