@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 pub use bpe::QWEN_PATTERN;
 use cache::SegmentCache;
 
-/// Bytes of encoded segments kept per tokenizer: ~15,000 distinct 2 KB messages with their ids,
-/// far more than a fleet's conversations in flight resend.
+/// Bytes of encoded segments kept per tokenizer by default (`--tokenizer-cache-mb 64`): ~15,000
+/// distinct 2 KB messages with their ids, far more than a fleet's conversations in flight resend.
 pub const SEGMENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Segments shorter than this are encoded every time: the lookup would cost about as much.
 const MIN_CACHED_SEGMENT_BYTES: usize = 64;
@@ -132,6 +132,11 @@ impl Tokenizer {
 
     fn new(model: Model, specials: Specials, name: String) -> Tokenizer {
         Tokenizer { model, specials, name, cache: Mutex::new(SegmentCache::new(SEGMENT_CACHE_BYTES)) }
+    }
+
+    /// The same tokenizer with a segment cache of `bytes` (0 = no cache).
+    pub fn with_cache_bytes(self, bytes: usize) -> Tokenizer {
+        Tokenizer { cache: Mutex::new(SegmentCache::new(bytes)), ..self }
     }
 
     /// What the fleet's start-up line prints: `bpe cl100k_base`, `chars:1.5`, ...
