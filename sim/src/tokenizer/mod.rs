@@ -4,7 +4,7 @@
 //!   vocabulary was built from it. With `--vocab FILE` it is any `.tiktoken` ranks file instead,
 //!   split with Qwen's pattern, e.g. Qwen's `qwen.tiktoken` (151,643 ranks; `scripts/common.sh
 //!   ensure_qwen_vocab` fetches it). Qwen's BPE gives about 5 characters per token on English prose,
-//!   about 3 on code and JSON, about 1.5 on Chinese (sim/README.md has the measured ratios).
+//!   3.5 to 4.8 on code and JSON, about 1.7 on Chinese (sim/README.md has the measured ratios).
 //! - `chars:N`: exactly N characters per token (fractional allowed: 1.5 for CJK-like text, 3 for
 //!   code), for the extremes a test wants to pin.
 //!
