@@ -8,6 +8,7 @@ use clap::Args;
 use crate::engine::EngineConfig;
 use crate::pod::{FaultMode, LoraInfoStyle, Pod, PodConfig};
 use crate::profile;
+use crate::tokenizer::Tokenizer;
 
 /// Flags of `sim fleet` (engine flags use vLLM's names).
 #[derive(Debug, Clone, Args)]
@@ -30,9 +31,19 @@ pub struct FleetArgs {
     /// --model of vLLM (the root of /v1/models); default: the profile's model.
     #[arg(long)]
     pub model: Option<String>,
-    /// The model name clients send.
-    #[arg(long, default_value = "qwen3-0.6b")]
-    pub served_model_name: String,
+    /// The model name clients send; default: --model, as in vLLM.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// bpe (a real BPE vocabulary: cl100k_base, or the --vocab file) or chars:N (N characters per
+    /// token, e.g. chars:1.5 for CJK-like text, chars:3 for code).
+    #[arg(long, default_value = "bpe")]
+    pub tokenizer: String,
+    /// A .tiktoken ranks file (e.g. Qwen's qwen.tiktoken), split with Qwen's pattern.
+    #[arg(long)]
+    pub vocab: Option<String>,
+    /// Memory for encoded messages, shared by the fleet's pods (0 = tokenize every message every time).
+    #[arg(long, default_value_t = 64)]
+    pub tokenizer_cache_mb: usize,
     /// Token block size of the KV cache.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -85,6 +96,7 @@ const MAX_PODS: usize = 256; // one process, one port each; more is a configurat
 const MIN_TIME_SCALE: f64 = 0.001; // below this timer granularity (1 ms) dominates every step
 const MAX_GPU_BLOCKS: usize = 4_000_000; // 64M tokens at block size 16: beyond any single GPU's KV cache
 const MAX_TIME_SCALE: f64 = 1000.0; // slower than this, one decode step takes seconds: a typo
+const MAX_TOKENIZER_CACHE_MB: usize = 64 * 1024; // 64 GiB: more than the machine has is a typo
 
 impl FleetArgs {
     /// The pod addresses the flags name.
@@ -126,19 +138,7 @@ impl FleetArgs {
         if let Some(ms) = self.lora_load_ms {
             time.lora_load_s = ms / 1000.0;
         }
-        let mut lora_modules = Vec::new();
-        for m in &self.lora_modules {
-            let (name, path) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
-            if name.is_empty() {
-                return Err(format!("bad --lora-modules entry {m:?}; expected name=path"));
-            }
-            lora_modules.push((name.to_string(), path.to_string()));
-        }
-        let lora_info_style = match self.lora_info_style.as_str() {
-            "recent" => LoraInfoStyle::Recent,
-            "split" => LoraInfoStyle::Split,
-            other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
-        };
+        let (lora_modules, lora_info_style) = self.lora()?;
         let num_gpu_blocks = self.num_gpu_blocks.unwrap_or(p.num_gpu_blocks);
         if !(2..=MAX_GPU_BLOCKS).contains(&num_gpu_blocks) {
             return Err(format!(
@@ -147,6 +147,8 @@ impl FleetArgs {
         }
         let max_num_seqs = self.max_num_seqs.unwrap_or(p.max_num_seqs).max(1);
         let max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(p.max_num_batched_tokens).max(1);
+        let model = self.model.clone().unwrap_or_else(|| p.model.to_string());
+        let tokenizer = self.tokenizer()?;
         Ok(PodConfig {
             engine: EngineConfig {
                 block_size: self.block_size,
@@ -158,8 +160,8 @@ impl FleetArgs {
                 max_loras: self.max_loras.max(1),
                 time,
             },
-            model: self.model.clone().unwrap_or_else(|| p.model.to_string()),
-            served_model_name: self.served_model_name.clone(),
+            served_model_name: self.served_model_name.clone().unwrap_or_else(|| model.clone()),
+            model,
             lora_modules,
             enable_lora: self.enable_lora,
             enable_prompt_tokens_details: self.enable_prompt_tokens_details,
@@ -167,7 +169,38 @@ impl FleetArgs {
             lora_info_style,
             gpu_memory_utilization: p.gpu_memory_utilization,
             fault: FaultMode::None,
+            tokenizer: Arc::new(tokenizer),
         })
+    }
+
+    /// `--lora-modules` as (name, path) pairs, and `--lora-info-style`.
+    fn lora(&self) -> Result<(Vec<(String, String)>, LoraInfoStyle), String> {
+        let mut modules = Vec::new();
+        for m in &self.lora_modules {
+            let (name, path) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
+            if name.is_empty() {
+                return Err(format!("bad --lora-modules entry {m:?}; expected name=path"));
+            }
+            modules.push((name.to_string(), path.to_string()));
+        }
+        let style = match self.lora_info_style.as_str() {
+            "recent" => LoraInfoStyle::Recent,
+            "split" => LoraInfoStyle::Split,
+            other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
+        };
+        Ok((modules, style))
+    }
+
+    /// `--tokenizer`, `--vocab` and `--tokenizer-cache-mb`: the fleet's one tokenizer.
+    pub fn tokenizer(&self) -> Result<Tokenizer, String> {
+        if self.tokenizer_cache_mb > MAX_TOKENIZER_CACHE_MB {
+            return Err(format!(
+                "--tokenizer-cache-mb must be 0..={MAX_TOKENIZER_CACHE_MB}, got {}",
+                self.tokenizer_cache_mb
+            ));
+        }
+        Ok(Tokenizer::from_flags(&self.tokenizer, self.vocab.as_deref())?
+            .with_cache_bytes(self.tokenizer_cache_mb * 1024 * 1024))
     }
 
     /// The start-up fault of each pod.
@@ -270,5 +303,15 @@ mod tests {
         assert_eq!(c.lora_modules, vec![("a".to_string(), "/x".to_string()), ("b".to_string(), "/y".to_string())]);
         assert!(args(&["--time-scale", "0"]).pod_config().is_err());
         assert!(args(&["--profile", "h100"]).pod_config().is_err());
+    }
+
+    #[test]
+    fn the_served_model_name_defaults_to_the_hugging_face_id_as_in_vllm() {
+        let c = args(&["--tokenizer", "chars:4"]).pod_config().unwrap();
+        assert_eq!((c.model.as_str(), c.served_model_name.as_str()), ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B"));
+        let c = args(&["--tokenizer", "chars:4", "--served-model-name", "qwen3"]).pod_config().unwrap();
+        assert_eq!(c.served_model_name, "qwen3");
+        assert_eq!(c.tokenizer.name(), "chars:4");
+        assert!(args(&["--tokenizer", "wordpiece"]).pod_config().is_err());
     }
 }
