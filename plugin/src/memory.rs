@@ -269,14 +269,11 @@ mod tests {
 
     fn endpoint(address: &str, blocks: Option<u64>) -> Endpoint {
         Endpoint {
-            address: address.into(),
-            healthy: true,
             stale: false,
             last_scrape_ms: 1,
-            consecutive_failures: 0,
             models: vec!["m".into()],
             metrics: EndpointMetrics { cache_block_size: Some(16), cache_num_blocks: blocks, ..Default::default() },
-            last_error: None,
+            ..Endpoint::new(address)
         }
     }
 

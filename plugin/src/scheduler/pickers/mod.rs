@@ -27,6 +27,11 @@ pub trait Picker {
     fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>);
 }
 
+/// A uniform choice among `n` candidates from the request's seed.
+pub(crate) fn uniform(seed: u64, n: usize) -> usize {
+    (super::mix64(seed) % n.max(1) as u64) as usize
+}
+
 /// The rendezvous rank of candidate `i` for `key`: the same on every gateway replica.
 pub(crate) fn rank(input: &PickInput, i: usize) -> u64 {
     super::mix64(input.key ^ input.candidates[i].address_hash)

@@ -1,7 +1,6 @@
 //! `random-picker`: uniform, from the request's seed; fallbacks by total.
 
-use super::{PickInput, Picker, push_fallbacks};
-use crate::scheduler::mix64;
+use super::{PickInput, Picker, push_fallbacks, uniform};
 
 pub struct RandomPicker;
 
@@ -15,7 +14,7 @@ impl Picker for RandomPicker {
         if n == 0 {
             return;
         }
-        let primary = (mix64(input.seed) % n as u64) as usize;
+        let primary = uniform(input.seed, n);
         out.push(primary);
         push_fallbacks(input, primary, fallbacks, out);
     }

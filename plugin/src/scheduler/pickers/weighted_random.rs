@@ -1,7 +1,7 @@
 //! `weighted-random-picker`: probability proportional to the total score (uniform when every total
 //! is zero); fallbacks by total.
 
-use super::{PickInput, Picker, push_fallbacks};
+use super::{PickInput, Picker, push_fallbacks, uniform};
 use crate::scheduler::mix64;
 
 pub struct WeightedRandomPicker;
@@ -18,7 +18,7 @@ impl Picker for WeightedRandomPicker {
         }
         let sum: f64 = input.totals.iter().map(|t| t.max(0.0)).sum();
         let primary = if sum <= 0.0 {
-            (mix64(input.seed) % n as u64) as usize
+            uniform(input.seed, n)
         } else {
             let unit = (mix64(input.seed) >> 11) as f64 / (1u64 << 53) as f64;
             let mut target = unit * sum;

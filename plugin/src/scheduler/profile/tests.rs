@@ -8,14 +8,10 @@ const NOW: u64 = 1_000_000;
 
 fn endpoint(i: usize, waiting: u32, kv: f64) -> Endpoint {
     Endpoint {
-        address: format!("10.0.0.{i}:8000"),
-        healthy: true,
         stale: false,
         last_scrape_ms: NOW - 10,
-        consecutive_failures: 0,
-        models: vec![],
         metrics: EndpointMetrics { waiting_requests: waiting, kv_cache_usage: kv, ..Default::default() },
-        last_error: None,
+        ..Endpoint::new(format!("10.0.0.{i}:8000"))
     }
 }
 

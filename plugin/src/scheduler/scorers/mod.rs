@@ -47,19 +47,15 @@ pub(crate) mod test_support {
 
     pub fn endpoint(address: &str, waiting: u32, running: u32, kv: f64) -> Endpoint {
         Endpoint {
-            address: address.into(),
-            healthy: true,
             stale: false,
             last_scrape_ms: 1,
-            consecutive_failures: 0,
-            models: vec![],
             metrics: EndpointMetrics {
                 waiting_requests: waiting,
                 running_requests: running,
                 kv_cache_usage: kv,
                 ..Default::default()
             },
-            last_error: None,
+            ..Endpoint::new(address)
         }
     }
 
