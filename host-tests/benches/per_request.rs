@@ -30,7 +30,7 @@ struct Case {
 impl Case {
     fn new(endpoints: usize, prompt_chars: usize) -> Self {
         let config = wis::config_with_scraper(json!({"models": {"served": [MODEL]}}));
-        let envoy = Envoy::new().workers(2).quiet().plugin_config(config).build().unwrap_or_else(|e| panic!("{e}"));
+        let envoy = wis::envoy().workers(2).quiet().plugin_config(config).build().unwrap_or_else(|e| panic!("{e}"));
         let pool = wis::pods(endpoints);
         envoy.upstream("wis-scraper").always(UpstreamReply::json(200, wis::snapshot(1, envoy.now_ms(), &pool)));
         envoy.advance_ms(101);

@@ -288,3 +288,48 @@ fn status_answers_and_shared_queues_follow_the_spec() {
     assert_eq!(data["dequeued"].0, b"item", "proxy_on_queue_ready ran after the enqueue");
     assert_eq!(data["after"].0, b"7", "the second dequeue finds the queue Empty (7)");
 }
+
+#[test]
+fn an_envoy_without_a_module_says_how_to_give_one() {
+    let error = Envoy::new().build().err().expect("no module");
+    assert!(error.0.contains("wasm_file"), "{error}");
+}
+
+/// A filter that records, on the response headers, the `upstream.address` property in shared data.
+const UPSTREAM_WAT: &str = r#"
+(module
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "upstream\00address")
+  (data (i32.const 32) "upstream")
+  (func (export "_initialize"))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eqz (call $get_property (i32.const 0) (i32.const 16) (i32.const 1024) (i32.const 1028)))
+      (then (drop (call $set_shared (i32.const 32) (i32.const 8) (i32.load (i32.const 1024)) (i32.load (i32.const 1028)) (i32.const 0)))))
+    (i32.const 0)))
+"#;
+
+#[test]
+fn the_upstream_that_answers_is_the_first_one_the_override_host_header_named() {
+    let wasm = wat::parse_str(UPSTREAM_WAT).unwrap();
+    // Without an override-host header, a response has no upstream.address unless the story names one.
+    let plain = Envoy::new().wasm_bytes(wasm.clone()).build().unwrap();
+    plain.worker(0).request("/any").header("x-pick", "10.0.0.2:80").body("hi").send().respond(200).finish();
+    assert!(!plain.shared_data().contains_key("upstream"), "{:?}", plain.shared_data());
+    let envoy = Envoy::new().wasm_bytes(wasm).override_host_header("X-Pick").build().unwrap();
+    let mut r = envoy.worker(0).request("/any").header("x-pick", "10.0.0.2:80, 10.0.0.3:80").body("hi").send();
+    r.respond(200).finish();
+    assert_eq!(envoy.shared_data()["upstream"].0, b"10.0.0.2:80");
+    let mut r = envoy.worker(0).request("/any").header("x-pick", "10.0.0.2:80").body("hi").send();
+    r.respond(200).from_upstream("10.0.0.9:80").finish();
+    assert_eq!(envoy.shared_data()["upstream"].0, b"10.0.0.9:80", "the story's own choice wins");
+}

@@ -1,12 +1,12 @@
 //! The built plugin (`./build.sh` output) driven through whole request lifecycles, the way Envoy
 //! drives it. Each test is a story: a pool, a request, what went upstream or what the client got.
 
-use host_tests::wis::{self, CHAT, COMPLETIONS, DESTINATION, MODEL, Pod, pod, pods};
+use host_tests::wis::{self, CHAT, COMPLETIONS, MODEL, Pod, pod, pods};
 use host_tests::{Envoy, Exchange, UpstreamReply};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-const SCRAPER: &str = "wis-scraper";
+const SCRAPER: &str = wis::SCRAPER_CLUSTER;
 
 /// Enough shared prefix to span many prefix blocks (16 tokens × 4 chars = 64 chars a block).
 fn system_prompt(topic: &str) -> String {
@@ -15,7 +15,7 @@ fn system_prompt(topic: &str) -> String {
 
 /// An Envoy whose plugin has fetched a snapshot of `pods` and shared it with every worker.
 fn fleet(workers: usize, pool: &[Pod], extra: Value) -> Envoy {
-    let envoy = Envoy::new().workers(workers).plugin_config(wis::config_with_scraper(extra)).build().unwrap();
+    let envoy = wis::envoy().workers(workers).plugin_config(wis::config_with_scraper(extra)).build().unwrap();
     publish(&envoy, 1, pool);
     envoy
 }
@@ -118,14 +118,15 @@ fn the_subset_hint_restricts_the_primary_and_the_fallbacks() {
         let r = envoy
             .worker(0)
             .request(CHAT)
-            .header(wis::SUBSET, &subset.join(","))
+            .header(&wis::headers().subset, &subset.join(","))
             .json(&chat(&format!("topic {i}"), "hi"))
             .send();
         let destinations = r.destinations();
         assert!(!destinations.is_empty());
         assert!(destinations.iter().all(|d| subset.contains(&d.as_str())), "{destinations:?} outside {subset:?}");
     }
-    let outside = envoy.worker(0).request(CHAT).header(wis::SUBSET, "10.9.9.9:8000").json(&chat("s", "hi")).send();
+    let outside =
+        envoy.worker(0).request(CHAT).header(&wis::headers().subset, "10.9.9.9:8000").json(&chat("s", "hi")).send();
     assert_eq!(error_code(&outside.assert_local_reply(503)), "no_ready_endpoint");
 }
 
@@ -183,7 +184,7 @@ fn a_model_the_pool_does_not_serve_gets_404() {
 
 #[test]
 fn an_empty_pool_gets_503() {
-    let envoy = Envoy::new().plugin_config(json!({})).build().unwrap();
+    let envoy = wis::envoy().plugin_config(json!({})).build().unwrap();
     let r = envoy.worker(0).request(CHAT).json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&r.assert_local_reply(503)), "no_ready_endpoint");
     // A pool whose only pod is unhealthy is just as empty.
@@ -196,18 +197,26 @@ fn an_empty_pool_gets_503() {
 fn a_sheddable_request_on_a_saturated_pool_gets_429_and_a_normal_one_still_routes() {
     let saturated: Vec<Pod> = pods(3).into_iter().map(|p| p.waiting(10)).collect();
     let envoy = fleet(1, &saturated, json!({"objectives": {"batch": -1, "interactive": 10}}));
-    let shed = envoy.worker(0).request(CHAT).header(wis::OBJECTIVE, "batch").json(&chat("sys", "hi")).send();
+    let shed = envoy.worker(0).request(CHAT).header(&wis::headers().objective, "batch").json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&shed.assert_local_reply(429)), "pool_saturated");
     assert_eq!(envoy.stat("wis.local_replies.429"), 1);
-    let normal = envoy.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send();
+    let normal =
+        envoy.worker(0).request(CHAT).header(&wis::headers().objective, "interactive").json(&chat("sys", "hi")).send();
     normal.primary();
     // Shedding needs no saturation filter in the profile (the default has none): only the decision
     // path differs. With the filter, every pod saturated means the decision used them all.
     assert_eq!(envoy.stat("wis.decisions.fell_back_to_all"), 0);
     let guarded = fleet(1, &saturated, guarded_profile(json!({"batch": -1, "interactive": 10})));
-    let shed = guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "batch").json(&chat("sys", "hi")).send();
+    let shed =
+        guarded.worker(0).request(CHAT).header(&wis::headers().objective, "batch").json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&shed.assert_local_reply(429)), "pool_saturated");
-    guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send().primary();
+    guarded
+        .worker(0)
+        .request(CHAT)
+        .header(&wis::headers().objective, "interactive")
+        .json(&chat("sys", "hi"))
+        .send()
+        .primary();
     assert!(guarded.stat("wis.decisions.fell_back_to_all") >= 1, "every pod saturated: the decision used them all");
 }
 
@@ -247,14 +256,24 @@ fn a_body_over_the_limit_gets_413_before_it_is_all_buffered() {
 fn a_client_supplied_destination_is_removed() {
     let pool = pods(2);
     let envoy = fleet(1, &pool, json!({}));
-    let r = envoy.worker(0).request(CHAT).header(DESTINATION, "6.6.6.6:443").json(&chat("sys", "hi")).send();
-    assert_eq!(r.upstream_header_values(DESTINATION).len(), 1, "exactly one destination header goes upstream");
+    let r = envoy
+        .worker(0)
+        .request(CHAT)
+        .header(&wis::headers().destination, "6.6.6.6:443")
+        .json(&chat("sys", "hi"))
+        .send();
+    assert_eq!(
+        r.upstream_header_values(&wis::headers().destination).len(),
+        1,
+        "exactly one destination header goes upstream"
+    );
     assert!(pool.iter().any(|p| p.address == r.primary()), "{:?}", r.destinations());
     assert!(!r.destinations().iter().any(|d| d.starts_with("6.6.6.6")));
     // Also on a path the plugin does not schedule.
-    let models = envoy.worker(0).request("/v1/models").method("GET").header(DESTINATION, "6.6.6.6:443").send();
+    let models =
+        envoy.worker(0).request("/v1/models").method("GET").header(&wis::headers().destination, "6.6.6.6:443").send();
     models.assert_forwarded();
-    assert!(models.upstream_header_values(DESTINATION).is_empty(), "{:?}", models.upstream_headers());
+    assert!(models.upstream_header_values(&wis::headers().destination).is_empty(), "{:?}", models.upstream_headers());
 }
 
 #[test]
@@ -262,7 +281,7 @@ fn a_path_that_is_not_an_inference_api_passes_through_untouched() {
     let envoy = fleet(1, &pods(2), json!({}));
     let r = envoy.worker(0).request("/healthz").method("GET").send();
     r.assert_forwarded();
-    assert!(r.upstream_header_values(DESTINATION).is_empty());
+    assert!(r.upstream_header_values(&wis::headers().destination).is_empty());
     assert_eq!(envoy.stat("wis.passthrough"), 1);
     assert_eq!(envoy.stat("wis.decisions"), 0);
 }
@@ -350,7 +369,7 @@ fn a_stale_snapshot_still_routes_and_a_new_one_replaces_it() {
 
 #[test]
 fn the_static_pool_serves_until_the_first_snapshot() {
-    let envoy = Envoy::new()
+    let envoy = wis::envoy()
         .plugin_config(json!({"pool": {"endpoints": ["10.2.0.1:8000"], "snapshotCluster": SCRAPER}}))
         .build()
         .unwrap();
@@ -366,7 +385,7 @@ fn pin(envoy: &Envoy, worker: usize, pod: &str, n: usize) -> Vec<Exchange> {
             let r = envoy
                 .worker(worker)
                 .request(CHAT)
-                .header(wis::SUBSET, pod)
+                .header(&wis::headers().subset, pod)
                 .json(&chat(&format!("pinned {i}"), "q"))
                 .send();
             r.assert_destination(pod);
@@ -447,7 +466,7 @@ fn respond_with_cached(exchange: &mut Exchange, cached: u32) {
 
 /// Prefix blocks the decision (debug header `json`) credited to `pod` for this request.
 fn matched_blocks_at(exchange: &Exchange, pod: &str) -> u64 {
-    let decision: Value = serde_json::from_str(&exchange.upstream_header("x-wis-decision").unwrap_or_default())
+    let decision: Value = serde_json::from_str(&exchange.upstream_header(&wis::headers().debug).unwrap_or_default())
         .expect("the JSON decision header");
     let rows = decision["scores"].as_array().cloned().unwrap_or_default();
     let row = rows.iter().find(|row| row["address"] == pod).expect("a score row for the pod");
@@ -460,7 +479,7 @@ fn a_pod_that_lost_its_cache_is_forgotten_on_every_worker() {
     let pod = "10.0.0.1:8000";
     let (x, y) = (system_prompt("gardening"), system_prompt("sailing"));
     let pinned = |worker: usize, system: &str| {
-        let r = envoy.worker(worker).request(CHAT).header(wis::SUBSET, pod).json(&chat(system, "q")).send();
+        let r = envoy.worker(worker).request(CHAT).header(&wis::headers().subset, pod).json(&chat(system, "q")).send();
         r.assert_destination(pod);
         r
     };
@@ -488,18 +507,18 @@ fn the_response_carries_a_session_token_naming_the_serving_pod() {
     let mut r = send_chat(&envoy, 0, "sys", "hi");
     let primary = r.primary();
     let client = r.respond(200).body("{}").finish();
-    let token = client.header(wis::SESSION).expect("session token on the response").to_string();
+    let token = client.header(&wis::headers().session).expect("session token on the response").to_string();
     assert!(!token.contains(&primary), "the token is opaque, not the address");
     // With a session-affinity profile the token brings the next request back.
     let affinity = fleet(1, &pods(3), session_affinity_profile());
     let mut first = send_chat(&affinity, 0, "a", "b");
     let pod = first.primary();
-    let token = first.respond(200).body("{}").finish().header(wis::SESSION).unwrap().to_string();
+    let token = first.respond(200).body("{}").finish().header(&wis::headers().session).unwrap().to_string();
     for i in 0..3 {
         let again = affinity
             .worker(0)
             .request(CHAT)
-            .header(wis::SESSION, &token)
+            .header(&wis::headers().session, &token)
             .json(&chat(&format!("other {i}"), "c"))
             .send();
         again.assert_destination(&pod);
@@ -524,22 +543,22 @@ fn a_response_from_a_fallback_moves_the_request_and_the_session_to_it() {
     // Envoy retried past the primary: upstream.address names the fallback.
     let client = r.respond(200).from_upstream(&fallback).body("{}").finish();
     assert_eq!(envoy.stat("wis.served_elsewhere"), 1);
-    let token = client.header(wis::SESSION).expect("session token").to_string();
-    let next = envoy.worker(1).request(CHAT).header(wis::SESSION, &token).json(&chat("next", "turn")).send();
+    let token = client.header(&wis::headers().session).expect("session token").to_string();
+    let next = envoy.worker(1).request(CHAT).header(&wis::headers().session, &token).json(&chat("next", "turn")).send();
     next.assert_destination(&fallback);
 }
 
 #[test]
 fn service_extensions_mode_routes_statelessly_without_refused_calls() {
-    let envoy = Envoy::new().service_extensions().plugin_config(json!({"mode": "service-extensions"})).build().unwrap();
+    let envoy = wis::envoy().service_extensions().plugin_config(json!({"mode": "service-extensions"})).build().unwrap();
     let system = system_prompt("stateless");
     let first = envoy.worker(0).request(CHAT).json(&chat(&system, "first turn")).send();
     first.assert_forwarded();
-    assert_eq!(first.upstream_header("x-gateway-model-name").as_deref(), Some(MODEL));
-    let key = first.upstream_header("x-gateway-prefix-affinity-key").expect("an affinity key");
+    assert_eq!(first.upstream_header(&wis::headers().model).as_deref(), Some(MODEL));
+    let key = first.upstream_header(&wis::headers().affinity_key).expect("an affinity key");
     let second = envoy.worker(0).request(CHAT).json(&chat(&system, "first turn, and a second")).send();
-    assert_eq!(second.upstream_header("x-gateway-prefix-affinity-key"), Some(key), "one conversation, one key");
-    assert!(first.upstream_header_values(DESTINATION).is_empty(), "no pool view, no destination");
+    assert_eq!(second.upstream_header(&wis::headers().affinity_key), Some(key), "one conversation, one key");
+    assert!(first.upstream_header_values(&wis::headers().destination).is_empty(), "no pool view, no destination");
     let bad = envoy.worker(0).request(CHAT).body("nope").send();
     assert_eq!(error_code(&bad.assert_local_reply(400)), "invalid_json");
     envoy.advance_ms(1000);
