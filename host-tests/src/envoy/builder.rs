@@ -56,6 +56,8 @@ pub struct EnvoyBuilder {
     echo_logs: bool,
     request_buffer_limit: Option<usize>,
     override_host_header: Option<String>,
+    env: BTreeMap<String, String>,
+    host_env_keys: Vec<String>,
 }
 
 impl Envoy {
@@ -76,6 +78,8 @@ impl Envoy {
             echo_logs: true,
             request_buffer_limit: None,
             override_host_header: None,
+            env: BTreeMap::new(),
+            host_env_keys: Vec::new(),
         }
     }
 }
@@ -159,6 +163,21 @@ impl EnvoyBuilder {
         self
     }
 
+    /// An environment variable of the VM (Envoy's `vm_config.environment_variables.key_values`):
+    /// every worker's VM reads it through WASI `environ_get`. The last value given for a key wins.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// A variable the VM takes from the test process's environment, if set there (Envoy's
+    /// `vm_config.environment_variables.host_env_keys`). Naming a key also given to [`Self::env`]
+    /// fails the build, as Envoy rejects the configuration.
+    pub fn host_env(mut self, key: &str) -> Self {
+        self.host_env_keys.push(key.to_string());
+        self
+    }
+
     /// Unix milliseconds on the test clock at start. Default 1 700 000 000 000.
     pub fn start_ms(mut self, ms: u64) -> Self {
         self.start_ms = ms;
@@ -182,6 +201,7 @@ impl EnvoyBuilder {
     /// root context, `proxy_on_vm_start`, `proxy_on_configure`. A VM that refuses its
     /// configuration is an error carrying the plugin's log.
     pub fn build(self) -> HostResult<Envoy> {
+        let environment = self.environment()?;
         let (bytes, file) = self.wasm.load()?;
         let module = compile(&bytes, file.as_deref())?;
         let abi = ["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"];
@@ -196,7 +216,9 @@ impl EnvoyBuilder {
         host::link(&mut linker, &module).map_err(|e| HostError(format!("linking the host functions failed: {e:#}")))?;
         let mut vms = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
-            let mut store = Store::new(engine(), self.host_state(index, shared.clone()));
+            let mut state = self.host_state(index, shared.clone());
+            state.environment = environment.clone();
+            let mut store = Store::new(engine(), state);
             let instance = linker
                 .instantiate(&mut store, &module)
                 .map_err(|e| HostError(format!("vm{index}: instantiation failed: {e:#}")))?;
@@ -208,6 +230,24 @@ impl EnvoyBuilder {
         // What the start-up posted to the dispatcher (e.g. queue notifications) runs now.
         inner.settle()?;
         Ok(Envoy { inner: Rc::new(RefCell::new(inner)) })
+    }
+
+    /// The VMs' environment: the given values, and the host keys set in this process. Envoy
+    /// refuses a key given both ways.
+    fn environment(&self) -> HostResult<BTreeMap<String, String>> {
+        let mut environment = self.env.clone();
+        for key in &self.host_env_keys {
+            if self.env.contains_key(key) {
+                return Err(HostError(format!(
+                    "environment variable {key} is given both as a value and as a host key: Envoy rejects a key \
+                     in both key_values and host_env_keys of vm_config.environment_variables"
+                )));
+            }
+            if let Ok(value) = std::env::var(key) {
+                environment.insert(key.clone(), value);
+            }
+        }
+        Ok(environment)
     }
 
     /// What worker `index`'s store starts with: the configurations and the plugin's properties.

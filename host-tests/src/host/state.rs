@@ -198,6 +198,9 @@ pub(crate) struct HostState {
     pub vm_config: Vec<u8>,
     pub plugin_config: Vec<u8>,
     pub plugin_properties: BTreeMap<String, Vec<u8>>,
+    /// The VM's environment variables (Envoy's `vm_config.environment_variables`), what WASI
+    /// `environ_get` hands over, in key order.
+    pub environment: BTreeMap<String, String>,
     pub streams: BTreeMap<u32, Stream>,
     /// The response `proxy_on_http_call_response` is reporting: `None` headers = the call failed.
     pub call_response: Option<(Option<Headers>, Vec<u8>)>,
@@ -223,6 +226,7 @@ impl HostState {
             vm_config: Vec::new(),
             plugin_config: Vec::new(),
             plugin_properties: BTreeMap::new(),
+            environment: BTreeMap::new(),
             streams: BTreeMap::new(),
             call_response: None,
             tick_period_ms: 0,

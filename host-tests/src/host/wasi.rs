@@ -1,8 +1,9 @@
 //! The WASI preview1 calls a proxy-wasm module makes: stdout/stderr become log lines, clocks read
-//! the test clock, `random_get` is a fixed per-VM sequence, no environment or arguments,
-//! `proc_exit` traps.
+//! the test clock, `random_get` is a fixed per-VM sequence, the environment is the VM's own
+//! (what the test configured, never the test process's), no arguments, `proc_exit` traps.
 
 use super::guest::{Ctx, read, write, write_u32, write_u64};
+use super::state::HostState;
 use crate::abi::errno;
 use wasmtime::{Error, Result};
 
@@ -56,13 +57,30 @@ pub(super) fn random_get(mut c: Ctx<'_>, ptr: i32, len: i32) -> Result<i32> {
     Ok(if write(&mut c, ptr, &bytes)? { errno::SUCCESS } else { errno::FAULT })
 }
 
-/// No environment (the spec discourages exposing the host's).
+/// The VM's environment as WASI hands it over: one `KEY=VALUE\0` string per variable, in key order.
+fn environ_strings(state: &HostState) -> Vec<Vec<u8>> {
+    state.environment.iter().map(|(key, value)| format!("{key}={value}\0").into_bytes()).collect()
+}
+
+/// How many variables, and the bytes their strings take (NULs included).
 pub(super) fn environ_sizes_get(mut c: Ctx<'_>, count_ptr: i32, size_ptr: i32) -> Result<i32> {
-    let ok = write_u32(&mut c, count_ptr, 0)? && write_u32(&mut c, size_ptr, 0)?;
+    let strings = environ_strings(c.data());
+    let size: usize = strings.iter().map(Vec::len).sum();
+    let ok = write_u32(&mut c, count_ptr, strings.len() as u32)? && write_u32(&mut c, size_ptr, size as u32)?;
     Ok(if ok { errno::SUCCESS } else { errno::FAULT })
 }
 
-pub(super) fn environ_get(_c: Ctx<'_>, _environ_ptr: i32, _buffer_ptr: i32) -> Result<i32> {
+/// The strings, one after the other, at `buffer_ptr`, and a pointer to each at `environ_ptr`
+/// (the guest sized both with `environ_sizes_get`).
+pub(super) fn environ_get(mut c: Ctx<'_>, environ_ptr: i32, buffer_ptr: i32) -> Result<i32> {
+    let mut at = buffer_ptr;
+    for (i, string) in environ_strings(c.data()).iter().enumerate() {
+        let slot = environ_ptr.wrapping_add(i as i32 * 4);
+        if !write_u32(&mut c, slot, at as u32)? || !write(&mut c, at, string)? {
+            return Ok(errno::FAULT);
+        }
+        at = at.wrapping_add(string.len() as i32);
+    }
     Ok(errno::SUCCESS)
 }
 
