@@ -66,6 +66,8 @@ pub struct Pod {
     pub lora_running: Vec<String>,
     pub lora_waiting: Vec<String>,
     pub max_loras: Option<u32>,
+    /// Tokens per KV block and KV blocks on the GPU (`vllm:cache_config_info`), when reported.
+    pub cache_blocks: Option<(u32, u64)>,
     /// Milliseconds before the snapshot's time that the pod was last scraped.
     pub scraped_ms_ago: u64,
 }
@@ -82,6 +84,7 @@ pub fn pod(address: &str) -> Pod {
         lora_running: Vec::new(),
         lora_waiting: Vec::new(),
         max_loras: None,
+        cache_blocks: None,
         scraped_ms_ago: 0,
     }
 }
@@ -101,6 +104,16 @@ impl Pod {
     }
     pub fn unhealthy(mut self) -> Self {
         self.healthy = false;
+        self
+    }
+    /// The latest scrape gave no reading: the metrics are unknown.
+    pub fn stale(mut self) -> Self {
+        self.stale = true;
+        self
+    }
+    /// The pod's KV cache: `block_size` tokens per block, `blocks` blocks.
+    pub fn cache_blocks(mut self, block_size: u32, blocks: u64) -> Self {
+        self.cache_blocks = Some((block_size, blocks));
         self
     }
     pub fn models(mut self, models: &[&str]) -> Self {
@@ -136,6 +149,8 @@ impl Pod {
                 running_requests: self.running,
                 kv_cache_usage: self.kv_cache_usage,
                 lora,
+                cache_block_size: self.cache_blocks.map(|(size, _)| size),
+                cache_num_blocks: self.cache_blocks.map(|(_, blocks)| blocks),
                 ..EndpointMetrics::default()
             },
             last_error: None,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 mod bad_requests;
 mod lifecycle;
+mod pending;
 mod routing;
 mod snapshots;
 
