@@ -53,11 +53,22 @@ class Stat:
     SNAPSHOT_FETCH_FAILED = "wis.snapshot.fetch_failed"
     SNAPSHOT_ENDPOINTS = "wis.snapshot.endpoints"
     SERVED_ELSEWHERE = "wis.served_elsewhere"
+    # Endpoints scored with unknown metrics (a failed scrape that is not a connect failure).
+    UNKNOWN_METRICS = "wis.endpoints.unknown_metrics"
+    # Decisions where every endpoint would have been excluded and all pool members were used.
+    NO_HEALTHY_ENDPOINT = "wis.decisions.no_healthy_endpoint"
+    # The learned prompt bytes per token (x100), a gauge.
+    BYTES_PER_TOKEN_X100 = "wis.prefix.bytes_per_token_x100"
 
     @staticmethod
     def endpoint_decisions(address: str) -> str:
         """Requests one VM sent to the endpoint `ip:port`."""
         return f"wis.endpoint.{address}.decisions"
+
+    @staticmethod
+    def index_capacity_blocks(address: str) -> str:
+        """The prefix index's capacity for the endpoint `ip:port`, a gauge."""
+        return f"wis.endpoint.{address}.index_capacity_blocks"
 
 
 def envoy_stat(name: str) -> str:

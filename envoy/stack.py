@@ -191,7 +191,8 @@ def fleet_kind() -> str:
 def sim_fault(pod: str, kind: str) -> None:
     """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod.rs): stall (requests
     and the engine hang, /metrics too), error500, close (connections closed unanswered), exit (the pod
-    stops listening and drops its connections), none (clear)."""
+    stops listening and drops its connections), metrics404 (/metrics answers 404, serving goes on),
+    none (clear)."""
     host, port = render.parse_host_port(pod, "pod")
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
@@ -358,17 +359,19 @@ class Stack:
 
     # --- components -------------------------------------------------------------------------
 
-    def start_fleet(self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet") -> list[str]:
+    def start_fleet(
+        self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet", kind: str | None = None
+    ) -> list[str]:
         """A fleet of simulated vLLM pods, one port each; returns their addresses once all answer.
 
-        `sim fleet` (the Rust simulator) by default; WIS_FLEET=mini uses envoy/minifleet.py, the
-        Python stand-in with the same interface (no KV-cache or time model)."""
+        `kind` "sim" is `sim fleet` (the Rust simulator), "mini" is envoy/minifleet.py, the Python
+        stand-in with the same interface (no KV-cache or time model); default: $WIS_FLEET, else sim."""
         ports = free_ports(pods)
         pool = [f"127.0.0.1:{p}" for p in ports]
         extra = [str(a) for a in extra_args]
         if not any(a.startswith("--served-model-name") for a in extra):
             extra = ["--served-model-name", MODEL, *extra]
-        if fleet_kind() == "mini":
+        if (kind or fleet_kind()) == "mini":
             argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra]
         else:
             argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra]
@@ -382,9 +385,18 @@ class Stack:
             )
         return pool
 
-    def start_scraper(self, pool: Sequence[str], interval_ms: int = 50, extra_args: Sequence[str] = ()) -> str:
-        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does."""
-        address = f"127.0.0.1:{free_port()}"
+    def start_scraper(
+        self,
+        pool: Sequence[str],
+        interval_ms: int = 50,
+        extra_args: Sequence[str] = (),
+        *,
+        address: str | None = None,
+        name: str = "scraper",
+    ) -> str:
+        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does.
+        `address` reuses a given listen address (a restarted scraper where Envoy expects the old one)."""
+        address = address or f"127.0.0.1:{free_port()}"
         argv = [
             scraper_binary(),
             "--static",
@@ -395,7 +407,7 @@ class Stack:
             str(interval_ms),
             *extra_args,
         ]
-        proc = self.spawn("scraper", argv)
+        proc = self.spawn(name, argv)
         wait_until(
             f"scraper {address}",
             lambda: proc.alive() and http_get(address, "/snapshot")[0] == 200,
@@ -403,6 +415,14 @@ class Stack:
             proc.failure_note,
         )
         return address
+
+    def process(self, name: str) -> Process:
+        """The latest process started under `name` (e.g. "scraper")."""
+        with self._lock:
+            found = [p for p in self.processes if p.name == name]
+        if not found:
+            raise StackError(f"no process named {name!r} in this stack")
+        return found[-1]
 
     def start_envoy(
         self,
@@ -419,9 +439,11 @@ class Stack:
         decision_log: bool = False,
         log_level: str = "info",
         name: str = "envoy",
+        env: dict[str, str] | None = None,
     ) -> Envoy:
         """Renders the scenario's config, validates nothing twice (Envoy refuses a bad one at start),
-        starts Envoy and waits until the admin says LIVE and the listener accepts."""
+        starts Envoy and waits until the admin says LIVE and the listener accepts. `env` adds to
+        Envoy's environment (e.g. a secret the plugin configuration names in `secretEnv`)."""
         listen_port, admin_port = free_ports(2)
         opts = render.RenderOptions(
             scenario=scenario,
@@ -449,7 +471,7 @@ class Stack:
             "--log-level",
             log_level,
         ]
-        proc = self.spawn(name, argv)
+        proc = self.spawn(name, argv, env)
         envoy = Envoy(
             proc,
             opts.listen,
