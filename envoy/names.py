@@ -10,6 +10,8 @@ Standard library only; render.py, stack.py, the tests, the demo and the bench im
 
 from __future__ import annotations
 
+import re
+
 # vLLM's default served-model-name: the Hugging Face id of the model the project serves.
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -72,8 +74,14 @@ class Stat:
 
 
 def envoy_stat(name: str) -> str:
-    """The name Envoy's admin interface reports a plugin stat under."""
+    """The name Envoy's admin interface reports a plugin stat under (`/stats`)."""
     return ENVOY_WASM_STAT_PREFIX + name
+
+
+def envoy_prometheus_name(name: str) -> str:
+    """The metric name of a plugin stat in Envoy's `/stats/prometheus`: Envoy drops the
+    `wasmcustom.` prefix there and turns every character Prometheus does not allow into `_`."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 class Snapshot:

@@ -298,6 +298,8 @@ class Envoy:
     workers: int
     # JSON lines with each request's decision (start_envoy(decision_log=True)).
     decision_log: Path | None = None
+    # The listener serving only /stats/prometheus (start_envoy(stats_listen=True)).
+    stats_listen: str | None = None
 
     @property
     def url(self) -> str:
@@ -440,11 +442,12 @@ class Stack:
         log_level: str = "info",
         name: str = "envoy",
         env: dict[str, str] | None = None,
+        stats_listen: bool = False,
     ) -> Envoy:
         """Renders the scenario's config, validates nothing twice (Envoy refuses a bad one at start),
         starts Envoy and waits until the admin says LIVE and the listener accepts. `env` adds to
         Envoy's environment (e.g. a secret the plugin configuration names in `secretEnv`)."""
-        listen_port, admin_port = free_ports(2)
+        listen_port, admin_port, stats_port = free_ports(3)
         opts = render.RenderOptions(
             scenario=scenario,
             listen=f"127.0.0.1:{listen_port}",
@@ -458,6 +461,7 @@ class Stack:
             workers=workers,
             access_log=str(self.run_dir.file(f"{name}-access.log")) if access_log else None,
             decision_log=str(self.run_dir.file(f"{name}-decisions.jsonl")) if decision_log else None,
+            stats_listen=f"127.0.0.1:{stats_port}" if stats_listen else None,
         )
         config_path = self.run_dir.file(f"{name}.yaml")
         config_path.write_text(render.to_text(render.render(opts), "yaml"))
@@ -480,6 +484,7 @@ class Stack:
             scenario,
             workers,
             Path(opts.decision_log) if opts.decision_log else None,
+            opts.stats_listen,
         )
         wait_until(
             f"envoy ({scenario}) admin {opts.admin}/ready",

@@ -20,27 +20,28 @@ PODS = 3
 POD_OWN_HEADERS = {Header.SIM_POD}
 SESSION_SECRET = "test-only-session-secret-0123456789abcdef"
 
-SESSION_PROFILE = {
-    "endpointPickerConfig": {
-        "plugins": [
-            {"type": "session-affinity-scorer", "parameters": {"secret": SESSION_SECRET, "ttlSeconds": 600}},
-            {"type": "prefix-cache-scorer"},
-            {"type": "queue-scorer"},
-            {"type": "max-score-picker"},
-        ],
-        "schedulingProfiles": [
-            {
-                "name": "default",
-                "plugins": [
-                    {"pluginRef": "session-affinity-scorer", "weight": 1},
-                    {"pluginRef": "prefix-cache-scorer", "weight": 3},
-                    {"pluginRef": "queue-scorer", "weight": 2},
-                    {"pluginRef": "max-score-picker"},
-                ],
-            }
-        ],
+SECRET_ENV = "WIS_SESSION_SECRET"
+
+
+def session_profile(parameters: dict) -> dict:
+    """A profile with session-affinity-scorer (with these parameters) besides the default scorers."""
+    plugins = [("session-affinity-scorer", 1), ("prefix-cache-scorer", 3), ("queue-scorer", 2)]
+    return {
+        "endpointPickerConfig": {
+            "plugins": [
+                {"type": "session-affinity-scorer", "parameters": parameters},
+                {"type": "prefix-cache-scorer"},
+                {"type": "queue-scorer"},
+                {"type": "max-score-picker"},
+            ],
+            "schedulingProfiles": [
+                {
+                    "name": "default",
+                    "plugins": [{"pluginRef": p, "weight": w} for p, w in plugins] + [{"pluginRef": "max-score-picker"}],
+                }
+            ],
+        }
     }
-}
 
 
 def exchanges(envoy_address: str, pool: list[str], session: str | None = None) -> list[tuple[str, client.Response]]:
@@ -78,17 +79,27 @@ def fleet_stack(wasm_path):
         yield s, pool, scraper
 
 
-def start(fleet_stack, wasm_path, plugin_config, name):
+def start(fleet_stack, wasm_path, plugin_config, name, env=None):
     s, pool, scraper = fleet_stack
     return s.start_envoy("plugin", pool, scraper=scraper, workers=2, wasm=wasm_path, plugin_config=plugin_config,
-                         name=name)
+                         name=name, env=env)
 
 
-@pytest.mark.parametrize("variant,plugin_config", [("default", {}), ("session-affinity", SESSION_PROFILE)],
-                         ids=["default", "session-affinity"])
-def test_no_response_header_reveals_a_pool_address_without_the_debug_header(fleet_stack, wasm_path, variant, plugin_config):
+@pytest.mark.parametrize(
+    "variant,plugin_config,env",
+    [
+        ("default", {}, None),
+        ("session-affinity", session_profile({"secret": SESSION_SECRET, "ttlSeconds": 600}), None),
+        # The key from Envoy's environment, passed into the VM (render.py: vm_config host_env_keys).
+        ("session-affinity-secret-env", session_profile({"secretEnv": SECRET_ENV}), {SECRET_ENV: SESSION_SECRET}),
+    ],
+    ids=["default", "session-affinity", "session-affinity-secret-env"],
+)
+def test_no_response_header_reveals_a_pool_address_without_the_debug_header(
+    fleet_stack, wasm_path, variant, plugin_config, env
+):
     _, pool, _ = fleet_stack
-    envoy = start(fleet_stack, wasm_path, plugin_config, f"envoy-{variant}")
+    envoy = start(fleet_stack, wasm_path, plugin_config, f"envoy-{variant}", env)
     first = client.chat(envoy.listen, client.conversation("You are terse.", "Hi."), max_tokens=4)
     assert first.status == 200, first.body
     token = first.header(Header.SESSION)
