@@ -76,8 +76,11 @@ STRICT_DNS = "STRICT_DNS"
 # the next one; three covers a primary and two fallbacks dying together.
 NUM_RETRIES = 3
 # Connection failures, refused HTTP/2 streams and resets before a response: all safe to replay
-# because Envoy still holds the (buffered) request body.
-RETRY_ON = "connect-failure,refused-stream,reset"
+# because Envoy still holds the (buffered) request body. Plus a 500 answered before any byte of a
+# response: what vLLM's server sends for every in-flight request when its engine dies
+# (EngineDeadError) just before the pod goes away; a bad request is a 400, never retried.
+RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes"
+RETRIABLE_STATUS_CODES = [500]
 # A pod that is gone answers connect() with RST at once; a pod whose host vanished must not hold a
 # request for long before the fallback is tried.
 POOL_CONNECT_TIMEOUT = "1s"
@@ -446,7 +449,11 @@ def router_filter() -> dict[str, Any]:
 
 
 def retry_policy(opts: RenderOptions) -> dict[str, Any]:
-    retry: dict[str, Any] = {"retry_on": RETRY_ON, "num_retries": NUM_RETRIES}
+    retry: dict[str, Any] = {
+        "retry_on": RETRY_ON,
+        "retriable_status_codes": RETRIABLE_STATUS_CODES,
+        "num_retries": NUM_RETRIES,
+    }
     if not scenario(opts.scenario).lb.walks_fallbacks:
         # Plain load balancers could pick the host that just failed; override_host instead walks
         # the header's fallback list by attempt number.

@@ -170,6 +170,8 @@ def test_picker_scenarios_route_by_the_destination_header_with_round_robin_fallb
     retry = route(config)["retry_policy"]
     assert set(retry["retry_on"].split(",")) >= {"connect-failure", "reset"}
     assert retry["num_retries"] >= 1
+    # A dying pod's 500 (vLLM's EngineDeadError) moves to the fallback; a 4xx never does.
+    assert "retriable-status-codes" in retry["retry_on"].split(",") and retry["retriable_status_codes"] == [500]
     assert "retry_host_predicate" not in retry  # override_host walks the fallback list itself
 
 
