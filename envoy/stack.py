@@ -260,6 +260,13 @@ class Process:
             return ""
         return "\n".join(text[-lines:])
 
+    def running(self) -> bool:
+        """True while the process runs; raises StackError with its log tail once it has exited, so
+        a readiness wait fails at once instead of at its deadline."""
+        if not self.alive():
+            raise StackError(f"{self.name} exited{self.failure_note()}")
+        return True
+
     def failure_note(self) -> str:
         state = "running" if self.alive() else f"exited with {self.popen.returncode if self.popen else '?'}"
         return f" ({self.name} {state}; log {self.log}):\n{self.log_tail()}"
@@ -381,7 +388,7 @@ class Stack:
         for address in pool:
             wait_until(
                 f"sim pod {address}",
-                lambda a=address: proc.alive() and http_get(a, "/health")[0] == 200,
+                lambda a=address: proc.running() and http_get(a, "/health")[0] == 200,
                 SERVICE_READY_TIMEOUT_S,
                 proc.failure_note,
             )
@@ -412,7 +419,7 @@ class Stack:
         proc = self.spawn(name, argv)
         wait_until(
             f"scraper {address}",
-            lambda: proc.alive() and http_get(address, "/snapshot")[0] == 200,
+            lambda: proc.running() and http_get(address, "/snapshot")[0] == 200,
             SERVICE_READY_TIMEOUT_S,
             proc.failure_note,
         )
@@ -488,7 +495,7 @@ class Stack:
         )
         wait_until(
             f"envoy ({scenario}) admin {opts.admin}/ready",
-            lambda: proc.alive() and http_get(opts.admin, "/ready")[0] == 200,
+            lambda: proc.running() and http_get(opts.admin, "/ready")[0] == 200,
             ENVOY_READY_TIMEOUT_S,
             proc.failure_note,
         )
