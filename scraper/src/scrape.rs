@@ -22,7 +22,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::expo;
 use crate::vocab::{ExtractError, Reading, Vocabulary};
 
 /// How scrapes are made.
@@ -331,7 +330,7 @@ pub fn read(text: &str, vocab: &Vocabulary) -> Result<Reading, ScrapeError> {
             excerpt: one_line(&text.as_bytes()[..text.len().min(ERROR_EXCERPT_BYTES)]),
         });
     }
-    let expo = expo::parse(text, |name| vocab.wants(name));
+    let expo = vocab.parse(text);
     if expo.samples.is_empty() && expo.malformed_lines > 0 {
         return Err(ScrapeError::NoSamples { malformed: expo.malformed_lines, first: expo.first_malformed });
     }

@@ -79,7 +79,74 @@ async fn pods_that_route_on_the_raw_target_come_out_healthy_with_their_metrics()
         assert_eq!(e.models, vec!["meta-llama/Llama-3.1-8B-Instruct".to_string()]);
         assert!(e.last_error.is_none(), "{e:?}");
     }
-    let requests = pods.requests.lock().unwrap().clone();
-    assert!(requests.lines().count() >= 2, "{requests}");
-    assert!(requests.lines().all(|l| l.ends_with(" GET /metrics")), "origin-form targets only: {requests}");
+    // The pods' request log arrives through a pipe: wait (bounded) for it to show the scrapes.
+    let start = std::time::Instant::now();
+    let requests = loop {
+        let log = pods.requests.lock().unwrap().clone();
+        // Complete lines only; the pipe may hold the rest of the last one.
+        let complete: Vec<String> = log.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(String::from).collect();
+        if complete.len() >= 2 || start.elapsed() > common::DEADLINE {
+            break complete;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(requests.len() >= 2, "{requests:?}");
+    assert!(requests.iter().all(|l| l.ends_with(" GET /metrics\n")), "origin-form targets only: {requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_answering_404_stays_healthy_with_unknown_metrics_and_the_reason() {
+    // The pod serves its metrics elsewhere: GET /metrics gets FastAPI's 404 body.
+    let pods = PythonPods::start(&["/metrics", "/v1/metrics"]);
+    let scraper = start(pods.addrs.join(","), |_| {}).await;
+    let s = wait_for(scraper.listen_addr, "one pod read, the other failing", |s| {
+        s.endpoint(&pods.addrs[0]).is_some_and(|e| !e.stale)
+            && s.endpoint(&pods.addrs[1]).is_some_and(|e| e.consecutive_failures >= 3)
+    })
+    .await;
+    let e = s.endpoint(&pods.addrs[1]).unwrap();
+    assert!(e.healthy && e.stale, "reachable, metrics unknown: {e:?}");
+    assert_eq!(e.last_scrape_ms, 0);
+    let error = e.last_error.as_ref().unwrap();
+    assert_eq!(error.reason, "http_status");
+    assert_eq!(error.message, r#"answered HTTP 404, expected 200: "{\"detail\":\"Not Found\"}""#);
+}
+
+/// The scraper binary's log names the reason, the status and the body of the first failure.
+#[test]
+fn the_log_says_why_a_pod_cannot_be_read() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let pods = PythonPods::start(&["/v1/metrics"]);
+    let mut scraper = Command::new(env!("CARGO_BIN_EXE_wis-scraper"))
+        .args(["--static", &pods.addrs[0], "--listen", "127.0.0.1:0", "--interval-ms", "50"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = scraper.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.contains("GET /metrics on") && line.contains("failed") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = scraper.kill();
+    let _ = scraper.wait();
+    let line = found.unwrap_or_else(|| panic!("no failure line in the log: {seen:#?}"));
+    for needle in
+        ["WARN", &pods.addrs[0], "http_status", "HTTP 404", "Not Found", "stays in the pool with unknown metrics"]
+    {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
 }
