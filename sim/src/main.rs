@@ -39,12 +39,13 @@ fn fleet(args: FleetArgs) -> Result<(), String> {
             println!("sim pod {i} listening on {a}");
         }
         println!(
-            "sim fleet ready: {} pods, model {} ({}), {} KV blocks of {} tokens, time scale {}",
+            "sim fleet ready: {} pods, model {} ({}), {} KV blocks of {} tokens, tokenizer {}, time scale {}",
             fleet.pods.len(),
             config.served_model_name,
             args.profile,
             config.engine.num_gpu_blocks,
             config.engine.block_size,
+            config.tokenizer.name(),
             config.time_scale
         );
         tokio::select! {
