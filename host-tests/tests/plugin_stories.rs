@@ -28,6 +28,16 @@ fn publish(envoy: &Envoy, sequence: u64, pool: &[Pod]) {
     assert!(envoy.stat("wis.snapshot.fetch_ok") > ok_before, "the plugin fetched no snapshot: {:?}", envoy.logs());
 }
 
+/// One refresh interval: every VM ticks once, which hands its stats to the host and appends the
+/// routing events its finished requests left (so every worker has applied them).
+const TICK_MS: u64 = 50;
+
+/// A stat after one tick: the plugin accumulates stats in each VM and flushes them on the tick.
+fn stat(envoy: &Envoy, name: &str) -> i64 {
+    envoy.advance_ms(TICK_MS);
+    envoy.stat(name)
+}
+
 fn chat(system: &str, user: &str) -> Value {
     wis::chat(MODEL, system, user)
 }
@@ -150,7 +160,7 @@ fn a_body_that_is_not_json_gets_400() {
     let r = envoy.worker(0).request(CHAT).body("this is not json").send();
     assert_eq!(error_code(&r.assert_local_reply(400)), "invalid_json");
     assert!(!r.forwarded());
-    assert_eq!(envoy.stat("wis.local_replies.400"), 1);
+    assert_eq!(stat(&envoy, "wis.local_replies.400"), 1);
     let reply = r.client_response().expect("the client got the reply");
     assert_eq!(reply.header("content-type"), Some("application/json"));
 }
@@ -178,18 +188,21 @@ fn a_model_the_pool_does_not_serve_gets_404() {
     let body = r.assert_local_reply(404);
     assert_eq!(error_code(&body), "model_not_found");
     assert!(body["error"]["message"].as_str().unwrap_or("").contains("gpt-4o"));
-    assert_eq!(envoy.stat("wis.local_replies.404"), 1);
+    assert_eq!(stat(&envoy, "wis.local_replies.404"), 1);
 }
 
 #[test]
-fn an_empty_pool_gets_503() {
+fn an_empty_pool_gets_503_but_a_pool_the_scraper_cannot_reach_still_routes() {
     let envoy = Envoy::new().plugin_config(json!({})).build().unwrap();
     let r = envoy.worker(0).request(CHAT).json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&r.assert_local_reply(503)), "no_ready_endpoint");
-    // A pool whose only pod is unhealthy is just as empty.
-    let sick = fleet(1, &[pod("10.0.0.1:8000").unhealthy()], json!({}));
+    // Every pod unreachable to the scraper: the scraper may be the one in trouble, so the request
+    // still goes to a member, with the others as fallbacks for Envoy's retries. Counted, not refused.
+    let sick = fleet(1, &[pod("10.0.0.1:8000").unhealthy(), pod("10.0.0.2:8000").unhealthy()], json!({}));
     let r = send_chat(&sick, 0, "sys", "hi");
-    assert_eq!(error_code(&r.assert_local_reply(503)), "no_ready_endpoint");
+    assert_eq!(r.destinations().len(), 2, "{:?}", r.destinations());
+    assert_eq!(stat(&sick, "wis.decisions.no_healthy_endpoint"), 1);
+    assert_eq!(stat(&sick, "wis.local_replies.503"), 0);
 }
 
 #[test]
@@ -198,17 +211,17 @@ fn a_sheddable_request_on_a_saturated_pool_gets_429_and_a_normal_one_still_route
     let envoy = fleet(1, &saturated, json!({"objectives": {"batch": -1, "interactive": 10}}));
     let shed = envoy.worker(0).request(CHAT).header(wis::OBJECTIVE, "batch").json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&shed.assert_local_reply(429)), "pool_saturated");
-    assert_eq!(envoy.stat("wis.local_replies.429"), 1);
+    assert_eq!(stat(&envoy, "wis.local_replies.429"), 1);
     let normal = envoy.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send();
     normal.primary();
     // Shedding needs no saturation filter in the profile (the default has none): only the decision
     // path differs. With the filter, every pod saturated means the decision used them all.
-    assert_eq!(envoy.stat("wis.decisions.fell_back_to_all"), 0);
+    assert_eq!(stat(&envoy, "wis.decisions.fell_back_to_all"), 0);
     let guarded = fleet(1, &saturated, guarded_profile(json!({"batch": -1, "interactive": 10})));
     let shed = guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "batch").json(&chat("sys", "hi")).send();
     assert_eq!(error_code(&shed.assert_local_reply(429)), "pool_saturated");
     guarded.worker(0).request(CHAT).header(wis::OBJECTIVE, "interactive").json(&chat("sys", "hi")).send().primary();
-    assert!(guarded.stat("wis.decisions.fell_back_to_all") >= 1, "every pod saturated: the decision used them all");
+    assert!(stat(&guarded, "wis.decisions.fell_back_to_all") >= 1, "every pod saturated: the decision used them all");
 }
 
 /// The llm-d guide's profile with its `saturation-filter` in front (the default profile leaves it
@@ -240,7 +253,7 @@ fn a_body_over_the_limit_gets_413_before_it_is_all_buffered() {
         "the plugin stopped at the first buffer over 1000 bytes, not after all 11 chunks: {body_calls}"
     );
     assert!(!r.forwarded());
-    assert_eq!(envoy.stat("wis.local_replies.413"), 1);
+    assert_eq!(stat(&envoy, "wis.local_replies.413"), 1);
 }
 
 #[test]
@@ -263,8 +276,8 @@ fn a_path_that_is_not_an_inference_api_passes_through_untouched() {
     let r = envoy.worker(0).request("/healthz").method("GET").send();
     r.assert_forwarded();
     assert!(r.upstream_header_values(DESTINATION).is_empty());
-    assert_eq!(envoy.stat("wis.passthrough"), 1);
-    assert_eq!(envoy.stat("wis.decisions"), 0);
+    assert_eq!(stat(&envoy, "wis.passthrough"), 1);
+    assert_eq!(stat(&envoy, "wis.decisions"), 0);
 }
 
 #[test]
@@ -272,17 +285,17 @@ fn completions_are_scheduled_too() {
     let envoy = fleet(1, &pods(2), json!({}));
     let r = envoy.worker(0).request(COMPLETIONS).json(&json!({"model": MODEL, "prompt": "Once upon a time"})).send();
     r.primary();
-    assert_eq!(envoy.stat("wis.decisions"), 1);
+    assert_eq!(stat(&envoy, "wis.decisions"), 1);
 }
 
 #[test]
 fn when_the_scraper_fails_routing_continues_on_the_last_snapshot() {
     let pool = pods(3);
     let envoy = fleet(2, &pool, json!({}));
-    let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+    let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
     envoy.upstream(SCRAPER).always(UpstreamReply::status(503));
     envoy.advance_ms(200);
-    assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before, "a 503 counts as a failed fetch");
+    assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before, "a 503 counts as a failed fetch");
     assert!(!envoy.logs_containing("503").is_empty(), "the plugin says why: {:?}", envoy.logs());
     let r = send_chat(&envoy, 1, "sys", "hi");
     assert!(pool.iter().any(|p| p.address == r.primary()), "routed on the last snapshot: {:?}", r.destinations());
@@ -292,10 +305,10 @@ fn when_the_scraper_fails_routing_continues_on_the_last_snapshot() {
 fn a_scraper_that_never_answers_times_out_and_routing_continues() {
     let pool = pods(3);
     let envoy = fleet(1, &pool, json!({"pool": {"fetchTimeoutMs": 200}}));
-    let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+    let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
     envoy.upstream(SCRAPER).always(UpstreamReply::Hang);
     envoy.advance_ms(400);
-    assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before, "a timed-out fetch counts as failed");
+    assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before, "a timed-out fetch counts as failed");
     let calls = envoy.http_calls();
     assert!(calls.iter().all(|c| c.timeout_ms == 200), "the call carries fetchTimeoutMs");
     let r = send_chat(&envoy, 0, "sys", "hi");
@@ -307,10 +320,10 @@ fn a_malformed_or_reset_snapshot_answer_is_rejected_and_the_old_pool_kept() {
     let pool = pods(2);
     let envoy = fleet(1, &pool, json!({}));
     for reply in [UpstreamReply::json(200, "{not json"), UpstreamReply::Reset { after_ms: 1 }] {
-        let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+        let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
         envoy.upstream(SCRAPER).always(reply);
         envoy.advance_ms(120);
-        assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before);
+        assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before);
         let r = send_chat(&envoy, 0, "sys", "hi");
         assert!(pool.iter().any(|p| p.address == r.primary()));
     }
@@ -338,7 +351,7 @@ fn a_stale_snapshot_still_routes_and_a_new_one_replaces_it() {
     envoy.advance_ms(1000);
     let r = send_chat(&envoy, 0, "sys", "hi");
     assert!(r.primary().starts_with("10.0.0."));
-    assert!(envoy.stat("wis.decisions.fell_back_to_all") >= 1, "stale metrics saturate every pod");
+    assert!(stat(&envoy, "wis.decisions.fell_back_to_all") >= 1, "stale metrics saturate every pod");
     // A new pool replaces it on every worker.
     let new_pool = vec![pod("10.1.0.1:8000"), pod("10.1.0.2:8000")];
     publish(&envoy, 2, &new_pool);
@@ -386,7 +399,8 @@ fn in_flight_requests_are_released_when_their_response_ends() {
         r.respond(200).body_chunks(["data: {}\n\n", "data: [DONE]\n\n"]).finish();
         assert!(r.ended());
     }
-    // Released: pod a is idle again, b still has one in flight.
+    // Released, and within one tick every worker knows: pod a is idle again, b still has one.
+    envoy.advance_ms(TICK_MS);
     send_chat(&envoy, 1, "after release", "q").assert_destination(a);
 }
 
@@ -401,6 +415,7 @@ fn in_flight_requests_are_released_when_their_stream_is_reset() {
         assert!(r.was_reset() && r.ended());
         assert!(!r.callbacks().iter().any(|c| c.starts_with("proxy_on_response")), "{:?}", r.callbacks());
     }
+    envoy.advance_ms(TICK_MS);
     send_chat(&envoy, 1, "after reset", "q").assert_destination(a);
 }
 
@@ -433,8 +448,8 @@ fn a_streamed_response_reports_cached_tokens_back_to_the_prefix_index() {
     let client = r.respond(200).header("content-type", "text/event-stream").body_chunks(chunks.clone()).finish();
     assert!(client.complete);
     assert_eq!(client.body, chunks.concat().into_bytes(), "the stream reached the client unchanged");
-    assert_eq!(envoy.stat("wis.prefix.feedback"), 1);
-    assert_eq!(envoy.stat("wis.prefix.observed_blocks"), 512 / 16);
+    assert_eq!(stat(&envoy, "wis.prefix.feedback"), 1);
+    assert_eq!(stat(&envoy, "wis.prefix.observed_blocks"), 512 / 16);
 }
 
 /// A non-streamed response whose usage says the pod found `cached` prompt tokens in its cache.
@@ -475,26 +490,31 @@ fn a_pod_that_lost_its_cache_is_forgotten_on_every_worker() {
     let mut again = pinned(0, &x);
     assert!(matched_blocks_at(&again, pod) > 4);
     respond_with_cached(&mut again, 0);
-    assert_eq!(envoy.stat("wis.prefix.prediction_confirmed"), 1);
-    assert_eq!(envoy.stat("wis.prefix.prediction_wrong"), 1);
+    // (`stat` waits one tick, by which every worker has applied the report.)
+    assert_eq!(stat(&envoy, "wis.prefix.prediction_confirmed"), 1);
+    assert_eq!(stat(&envoy, "wis.prefix.prediction_wrong"), 1);
     let probe = pinned(1, &y);
     assert_eq!(matched_blocks_at(&probe, pod), 0, "worker 1 forgot what the pod lost");
     assert!(matched_blocks_at(&pinned(1, &x), pod) > 4, "and still knows the prompt it just served");
 }
 
 #[test]
-fn the_response_carries_a_session_token_naming_the_serving_pod() {
+fn no_session_token_is_sent_without_the_session_scorer() {
     let envoy = fleet(1, &pods(3), json!({}));
     let mut r = send_chat(&envoy, 0, "sys", "hi");
-    let primary = r.primary();
+    r.primary();
     let client = r.respond(200).body("{}").finish();
-    let token = client.header(wis::SESSION).expect("session token on the response").to_string();
-    assert!(!token.contains(&primary), "the token is opaque, not the address");
-    // With a session-affinity profile the token brings the next request back.
+    assert_eq!(client.header(wis::SESSION), None, "the default profile has no session affinity: no token");
+}
+
+#[test]
+fn a_session_token_is_opaque_authenticated_and_brings_the_session_back() {
     let affinity = fleet(1, &pods(3), session_affinity_profile());
     let mut first = send_chat(&affinity, 0, "a", "b");
     let pod = first.primary();
-    let token = first.respond(200).body("{}").finish().header(wis::SESSION).unwrap().to_string();
+    let token = first.respond(200).body("{}").finish().header(wis::SESSION).expect("a session token").to_string();
+    let hex: String = pod.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(!token.contains(&pod) && !token.contains(&hex), "the token names no address: {token}");
     for i in 0..3 {
         let again = affinity
             .worker(0)
@@ -504,11 +524,25 @@ fn the_response_carries_a_session_token_naming_the_serving_pod() {
             .send();
         again.assert_destination(&pod);
     }
+    // A forged token (the old address-in-hex form, naming another pod) and a tampered one are
+    // ignored and counted.
+    let other = pods(3).into_iter().map(|p| p.address).find(|a| *a != pod).unwrap_or_default();
+    let forged: String = format!("wis1.{}", other.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in [forged, tampered] {
+        let r = affinity.worker(0).request(CHAT).header(wis::SESSION, &bad).json(&chat("forged", "c")).send();
+        r.primary();
+    }
+    assert_eq!(stat(&affinity, "wis.session.invalid"), 2);
+    assert_eq!(stat(&affinity, "wis.session.accepted"), 3);
 }
 
 fn session_affinity_profile() -> Value {
     json!({"endpointPickerConfig": {
-        "plugins": [{"type": "session-affinity-scorer"}, {"type": "queue-scorer"}],
+        "plugins": [{"type": "session-affinity-scorer", "parameters": {"secret": "host-tests session key 0123"}},
+                    {"type": "queue-scorer"}],
         "schedulingProfiles": [{"name": "s", "plugins": [
             {"pluginRef": "session-affinity-scorer", "weight": 10},
             {"pluginRef": "queue-scorer", "weight": 1}]}]}})
@@ -523,7 +557,7 @@ fn a_response_from_a_fallback_moves_the_request_and_the_session_to_it() {
     assert_ne!(primary, fallback);
     // Envoy retried past the primary: upstream.address names the fallback.
     let client = r.respond(200).from_upstream(&fallback).body("{}").finish();
-    assert_eq!(envoy.stat("wis.served_elsewhere"), 1);
+    assert_eq!(stat(&envoy, "wis.served_elsewhere"), 1);
     let token = client.header(wis::SESSION).expect("session token").to_string();
     let next = envoy.worker(1).request(CHAT).header(wis::SESSION, &token).json(&chat("next", "turn")).send();
     next.assert_destination(&fallback);
