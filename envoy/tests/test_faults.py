@@ -160,8 +160,12 @@ def test_a_snapshot_endpoint_answering_garbage_costs_no_request(stack, wasm_path
                 gw.note,
             )
             load.wait_for(PHASE_REQUESTS, "load while the snapshot is garbage")
-            rejected = gw.envoy.plugin_stat(Stat.SNAPSHOT_FETCH_FAILED) - failed
-            assert rejected >= len(GARBAGE_ANSWERS), f"only {rejected} bad snapshots counted as failed fetches"
+            stack_mod.wait_until(
+                "every bad snapshot counted as a failed fetch",
+                lambda: gw.envoy.plugin_stat(Stat.SNAPSHOT_FETCH_FAILED) - failed >= len(GARBAGE_ANSWERS),
+                NOTICE_TIMEOUT_S,
+                gw.note,
+            )
             assert gw.envoy.plugin_stat(Stat.SNAPSHOT_ENDPOINTS) == len(gw.pool), "a bad snapshot replaced the pool"
         finally:
             garbage.stop()
