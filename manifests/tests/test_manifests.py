@@ -311,9 +311,6 @@ def test_envoy_config_points_at_the_pool_and_keeps_admin_on_loopback(overlay, ov
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
-@pytest.mark.xfail(strict=True, reason="envoy/render.py's kubernetes scenario gets the 0.0.0.0:9091 Prometheus "
-                   "listener on the envoy branch; once merged and manifests/render-envoy-config.sh rerun, this "
-                   "passes and the marker must go")
 @pytest.mark.parametrize("overlay", ENVOY_OVERLAYS)
 def test_envoy_serves_prometheus_stats_where_podmonitoring_scrapes(overlay, overlay_objs):
     objs = overlay_objs[overlay]
