@@ -32,6 +32,9 @@ struct EndpointState {
     in_flight: InFlight,
     /// The model the pod serves (its first reported model), for its bytes-per-token ratio.
     model: Option<String>,
+    /// The pod's prefix-cache query counter at the last snapshot: a counter that goes back means
+    /// the engine restarted, with an empty cache.
+    prefix_queries: Option<f64>,
 }
 
 /// The gateway's own memory of the pool.
@@ -152,7 +155,8 @@ impl RoutingMemory {
         self.prefix.correct(id, &r.hashes, r.predicted_blocks, observed, bpt)
     }
 
-    /// Follows the pool: forgets endpoints that left it, learns each member's model and sizes its
+    /// Follows the pool: forgets endpoints that left it, forgets the prefixes of one whose engine
+    /// restarted (its prefix-cache counters went back), learns each member's model and sizes its
     /// prefix capacity from its reported KV cache (`num_gpu_blocks × block_size` tokens). Returns the
     /// pool to schedule on, with this memory's ids.
     pub fn install(&mut self, mut snapshot: PoolSnapshot) -> Pool {
@@ -172,7 +176,17 @@ impl RoutingMemory {
             None => false,
         });
         for (endpoint, &id) in snapshot.endpoints.iter().zip(&ids) {
-            self.states[id.index()].model = endpoint.models.first().cloned();
+            let state = &mut self.states[id.index()];
+            state.model = endpoint.models.first().cloned();
+            let queries = endpoint.metrics.prefix_cache_queries_total;
+            if let (Some(before), Some(now)) = (state.prefix_queries, queries)
+                && now < before
+            {
+                self.prefix.forget(id);
+            }
+            if queries.is_some() {
+                self.states[id.index()].prefix_queries = queries;
+            }
             let tokens = endpoint
                 .metrics
                 .cache_num_blocks
@@ -342,20 +356,39 @@ mod tests {
     }
 
     #[test]
-    fn a_report_of_nothing_cached_after_a_long_prediction_resets_the_pod() {
+    fn reports_of_nothing_cached_for_several_prompts_reset_the_pod() {
         let mut m = RoutingMemory::new(&PluginConfig::default());
-        m.apply(&RoutingEvent::Routed {
-            endpoint: A.into(),
-            held: 0,
-            hashes: vec![1, 2, 3, 4, 5, 6],
-            prompt_tokens: 1,
-        });
-        m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![50], prompt_tokens: 1 });
-        let mut reset = report(A, 6, Some(0));
-        if let RoutingEvent::Reported(r) = &mut reset {
-            r.hashes = vec![1, 2, 3, 4, 5, 6];
+        let prompt = |p: u64| -> Vec<u64> { (1..=6).map(|b| p * 10 + b).collect() };
+        for p in 0..3 {
+            m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: prompt(p), prompt_tokens: 1 });
         }
-        assert_eq!(m.apply(&reset), Correction::Reset);
+        m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![500], prompt_tokens: 1 });
+        let zero = |p: u64| {
+            let mut event = report(A, 6, Some(0));
+            if let RoutingEvent::Reported(r) = &mut event {
+                r.hashes = prompt(p);
+            }
+            event
+        };
+        assert_eq!(m.apply(&zero(0)), Correction::OverPredicted);
+        assert_eq!(m.apply(&zero(1)), Correction::OverPredicted);
+        assert_eq!(m.apply(&zero(2)), Correction::Reset);
         assert_eq!(m.prefix.endpoint_len(m.id_of(A).unwrap()), 6);
+    }
+
+    #[test]
+    fn a_pod_whose_prefix_counters_went_back_restarted_and_is_forgotten() {
+        let mut m = RoutingMemory::new(&PluginConfig::default());
+        let with_queries = |queries: f64| {
+            let mut e = endpoint(A, Some(800));
+            e.metrics.prefix_cache_queries_total = Some(queries);
+            snapshot(vec![e])
+        };
+        m.install(with_queries(5_000.0));
+        m.apply(&RoutingEvent::Routed { endpoint: A.into(), held: 0, hashes: vec![1, 2, 3], prompt_tokens: 1 });
+        m.install(with_queries(6_000.0));
+        assert_eq!(m.prefix.endpoint_len(m.id_of(A).unwrap()), 3, "counters grew: same process");
+        m.install(with_queries(40.0));
+        assert_eq!(m.prefix.endpoint_len(m.id_of(A).unwrap()), 0, "counters went back: a new process, an empty cache");
     }
 }

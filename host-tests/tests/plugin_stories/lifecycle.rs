@@ -56,29 +56,33 @@ fn a_streamed_response_reports_cached_tokens_back_to_the_prefix_index() {
 fn a_pod_that_lost_its_cache_is_forgotten_on_every_worker() {
     let envoy = fleet(2, &pods(2), json!({"debugHeader": "json"}));
     let pod = "10.0.0.1:8000";
-    let (x, y) = (system_prompt("gardening"), system_prompt("sailing"));
+    let prompts: Vec<String> = ["gardening", "sailing", "chess", "baking"].iter().map(|t| system_prompt(t)).collect();
     let pinned = |worker: usize, system: &str| {
         let r = envoy.worker(worker).request(CHAT).header(&wis::headers().subset, pod).json(&chat(system, "q")).send();
         r.assert_destination(pod);
         r
     };
-    for system in [&x, &y] {
+    for system in &prompts {
         respond_with_cached(&mut pinned(0, system), 0);
     }
-    let mut probe = pinned(1, &y);
-    assert!(matched_blocks_at(&probe, pod) > 4, "worker 1 knows the pod holds y");
+    let mut probe = pinned(1, &prompts[3]);
+    assert!(matched_blocks_at(&probe, pod) > 4, "worker 1 knows the pod holds the last prompt");
     respond_with_cached(&mut probe, 512);
-    // x again: the index predicts its blocks at the pod, and the pod reports none cached (it
-    // restarted, or evicted everything): the index keeps only x there, on every worker.
-    let mut again = pinned(0, &x);
-    assert!(matched_blocks_at(&again, pod) > 4);
-    respond_with_cached(&mut again, 0);
-    // (`stat` waits one tick, by which every worker has applied the report.)
+    // The first three again: the index predicts their blocks at the pod, and the pod reports none
+    // cached for any of them (it restarted, or evicted everything). One such report could be a
+    // request racing another's prefill; three different prompts are a reset: the index keeps only
+    // the prompt it just served there, on every worker.
+    for system in &prompts[..3] {
+        let mut again = pinned(0, system);
+        assert!(matched_blocks_at(&again, pod) > 4);
+        respond_with_cached(&mut again, 0);
+    }
+    // (`stat` waits one tick, by which every worker has applied the reports.)
     assert_eq!(stat(&envoy, "wis.prefix.prediction_confirmed"), 1);
-    assert_eq!(stat(&envoy, "wis.prefix.prediction_wrong"), 1);
-    let probe = pinned(1, &y);
+    assert_eq!(stat(&envoy, "wis.prefix.prediction_wrong"), 3);
+    let probe = pinned(1, &prompts[3]);
     assert_eq!(matched_blocks_at(&probe, pod), 0, "worker 1 forgot what the pod lost");
-    assert!(matched_blocks_at(&pinned(1, &x), pod) > 4, "and still knows the prompt it just served");
+    assert!(matched_blocks_at(&pinned(1, &prompts[2]), pod) > 4, "and still knows the prompt it just served");
 }
 
 #[test]

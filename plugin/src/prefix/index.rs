@@ -17,9 +17,14 @@ pub const CONFIRMING_FILL: f64 = 0.9;
 /// Blocks of rounding forgiven per report: a block boundary in bytes and one in tokens rarely agree,
 /// so a prediction one block above what the pod reports is a confirmation, not an error.
 pub const ROUNDING_TOLERANCE_BLOCKS: u32 = 1;
-/// A prediction of at least this many blocks answered by zero cached tokens means the pod's cache was
-/// reset (restart, or full eviction): its entries are dropped.
+/// A prediction of at least this many blocks answered by zero cached tokens is evidence that the
+/// pod's cache was reset (restart, or full eviction).
 pub const RESET_MIN_PREDICTED_BLOCKS: u32 = 4;
+/// Such zero reports for this many *different* prompts in a row (no report of a hit in between) are
+/// what drops the pod's entries. One is not enough: a request that shares a prefix with another
+/// still being prefilled on the pod finds nothing cached, which a burst of conversations behind one
+/// system prompt does all the time; those reports share their first block, so they count once.
+pub const RESET_DISTINCT_PROMPTS: usize = 3;
 
 /// What one `cached_tokens` report did to the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +67,8 @@ struct EndpointIndex {
     /// Learned from feedback, in [MIN_CAPACITY_SCALE, 1].
     scale: f64,
     epoch: Epoch,
+    /// First block of each prompt in the current run of zero reports after long predictions.
+    zero_streak: Vec<u64>,
 }
 
 impl EndpointIndex {
@@ -72,6 +79,7 @@ impl EndpointIndex {
             capacity_tokens: None,
             scale: 1.0,
             epoch: Epoch { reports: 0, fill_sum: 0.0 },
+            zero_streak: Vec::new(),
         }
     }
 }
@@ -285,8 +293,9 @@ impl PrefixIndex {
     /// [`ROUNDING_TOLERANCE_BLOCKS`]) / predicted), to the endpoint's epoch; every
     /// [`CORRECTION_EPOCH_REPORTS`] reports the capacity scale is multiplied by the epoch's mean fill
     /// over [`CONFIRMING_FILL`] (so a mean at or above it grows the scale back toward 1, a pod that
-    /// holds half of what the index thinks halves it), within [[`MIN_CAPACITY_SCALE`], 1]. Only a
-    /// report of nothing cached after a long prediction acts at once: the pod lost its cache.
+    /// holds half of what the index thinks halves it), within [[`MIN_CAPACITY_SCALE`], 1]. Reports
+    /// of nothing cached after long predictions for [`RESET_DISTINCT_PROMPTS`] different prompts in a
+    /// row mean the pod lost its cache: its entries are dropped.
     pub fn correct(
         &mut self,
         id: EndpointId,
@@ -298,7 +307,7 @@ impl PrefixIndex {
         if predicted == 0 || self.index(id).is_none() {
             return Correction::None;
         }
-        if observed == 0 && predicted >= RESET_MIN_PREDICTED_BLOCKS {
+        if self.zero_report(id, hashes, predicted, observed) {
             // After this request the pod holds this prompt's blocks only.
             self.forget(id);
             self.record(id, hashes, bytes_per_token);
@@ -315,6 +324,24 @@ impl PrefixIndex {
             self.evict_to_capacity(id, bytes_per_token);
         }
         if fill >= 1.0 { Correction::Confirmed } else { Correction::OverPredicted }
+    }
+
+    /// Counts a report toward the run of zero reports; true when the run proves a reset.
+    fn zero_report(&mut self, id: EndpointId, hashes: &[u64], predicted: u32, observed: u32) -> bool {
+        let index = self.index_mut(id);
+        if observed > 0 {
+            index.zero_streak.clear();
+            return false;
+        }
+        let (Some(&first), true) = (hashes.first(), predicted >= RESET_MIN_PREDICTED_BLOCKS) else { return false };
+        if !index.zero_streak.contains(&first) {
+            index.zero_streak.push(first);
+        }
+        if index.zero_streak.len() < RESET_DISTINCT_PROMPTS {
+            return false;
+        }
+        index.zero_streak.clear();
+        true
     }
 
     /// Drops everything known about an endpoint but keeps its capacity and scale.
@@ -535,15 +562,40 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_pod_is_forgotten_but_for_this_prompt() {
+    fn a_reset_pod_is_forgotten_once_several_prompts_find_nothing() {
         let mut index = PrefixIndex::new(settings(100, 100_000));
-        let hashes: Vec<u64> = (1..=10).collect();
-        index.record(id(0), &hashes, BPT);
+        let prompts: Vec<Vec<u64>> = (0..3u64).map(|p| (1..=10).map(|b| p * 100 + b).collect()).collect();
+        for prompt in &prompts {
+            index.record(id(0), prompt, BPT);
+        }
         index.record(id(0), &[50, 51, 52], BPT);
-        assert_eq!(index.correct(id(0), &hashes, 10, 0, BPT), Correction::Reset);
-        assert_eq!(index.endpoint_len(id(0)), 10);
+        assert_eq!(index.correct(id(0), &prompts[0], 10, 0, BPT), Correction::OverPredicted, "one zero: not yet");
+        assert_eq!(index.correct(id(0), &prompts[1], 10, 0, BPT), Correction::OverPredicted);
+        assert_eq!(index.correct(id(0), &prompts[2], 10, 0, BPT), Correction::Reset, "three prompts: the pod lost it");
+        assert_eq!(index.endpoint_len(id(0)), 10, "only the prompt it just served");
         assert_eq!(index.matched_blocks(&[50], id(0)), 0);
-        assert_eq!(index.correct(id(0), &hashes, 2, 0, BPT), Correction::OverPredicted, "short: not a reset");
+        assert_eq!(index.correct(id(0), &prompts[2], 2, 0, BPT), Correction::OverPredicted, "short: no evidence");
+    }
+
+    #[test]
+    fn zero_reports_behind_one_prefix_being_prefilled_are_not_a_reset() {
+        // A burst of conversations behind one system prompt: each request after the first finds
+        // nothing cached, because the first is still computing the shared blocks.
+        let mut index = PrefixIndex::new(settings(100, 100_000));
+        let shared: Vec<u64> = (1..=10).collect();
+        index.record(id(0), &shared, BPT);
+        index.record(id(0), &[50, 51], BPT);
+        for _ in 0..10 {
+            assert_eq!(index.correct(id(0), &shared, 10, 0, BPT), Correction::OverPredicted);
+        }
+        assert_eq!(index.matched_blocks(&[50, 51], id(0)), 2, "nothing forgotten");
+        // A hit in between ends a run of zeros.
+        let other: Vec<Vec<u64>> = (1..3u64).map(|p| vec![p * 1000]).collect();
+        index.correct(id(0), &other[0], 10, 0, BPT);
+        index.correct(id(0), &shared, 10, 8, BPT);
+        index.correct(id(0), &other[1], 10, 0, BPT);
+        assert_eq!(index.correct(id(0), &shared, 10, 0, BPT), Correction::OverPredicted);
+        assert_eq!(index.matched_blocks(&[50, 51], id(0)), 2);
     }
 
     #[test]

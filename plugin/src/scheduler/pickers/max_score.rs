@@ -1,10 +1,13 @@
 //! `max-score-picker` (llm-d's default): the highest total wins. Near-ties (within `tieTolerance` ×
-//! the profile's total weight) are broken by **rendezvous hashing** of the request's affinity key
-//! with each endpoint's address, so independent gateway replicas, each with its own memory, send a
-//! new conversation to the same pod. Among the near-tied, endpoints whose in-flight count exceeds
-//! (1 + `maxLoadImbalance`) × the average + 1 are skipped while another remains (**bounded load**):
-//! a popular key cannot pile onto one pod. Fallbacks are the remaining candidates by total, ties by
-//! the same rendezvous rank.
+//! the profile's total weight) that hold as much of the prompt as the best one does are broken by
+//! **rendezvous hashing** of the request's affinity key with each endpoint's address, so
+//! independent gateway replicas, each with its own memory, send a new conversation to the same pod.
+//! Among those, endpoints whose in-flight count exceeds (1 + `maxLoadImbalance`) × the average + 1
+//! are skipped while another remains (**bounded load**): a popular key cannot pile onto one pod.
+//! A near-tie that holds less of the prompt is not a tie: the scorers already weighed its lighter
+//! load against the prefix it lacks, and breaking the tie for it would move a conversation off its
+//! pod for a rounding difference. Fallbacks are the remaining candidates by total, ties by the same
+//! rendezvous rank.
 
 use super::{PickInput, Picker, push_fallbacks, rank};
 use serde::Deserialize;
@@ -36,15 +39,20 @@ impl Picker for MaxScorePicker {
         if n == 0 {
             return;
         }
-        let best = input.totals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let floor = best - self.params.tie_tolerance * input.total_weight.max(f64::EPSILON);
+        let Some(top) = (0..n)
+            .max_by(|&a, &b| input.totals[a].total_cmp(&input.totals[b]).then(rank(input, a).cmp(&rank(input, b))))
+        else {
+            return;
+        };
+        let floor = input.totals[top] - self.params.tie_tolerance * input.total_weight.max(f64::EPSILON);
+        let held = input.candidates[top].prefix_matched;
         let average = input.candidates.iter().map(|c| f64::from(c.in_flight.requests)).sum::<f64>() / n as f64;
         let bound = (1.0 + self.params.max_load_imbalance) * average + 1.0;
         // Best rank among the near-tied within the load bound, else among all the near-tied.
         // (rank, index) of the best-ranked near-tie, within the bound and overall.
         let mut within: Option<(u64, usize)> = None;
         let mut any: Option<(u64, usize)> = None;
-        for i in (0..n).filter(|&i| input.totals[i] >= floor) {
+        for i in (0..n).filter(|&i| input.totals[i] >= floor && input.candidates[i].prefix_matched >= held) {
             let r = (rank(input, i), i);
             any = any.max(Some(r));
             if f64::from(input.candidates[i].in_flight.requests) <= bound {
@@ -100,6 +108,17 @@ mod tests {
             counts[pick(&picker(), &[1.0; 4], &c, mix64(key), 0)[0]] += 1;
         }
         assert!(counts.iter().all(|&n| n >= 25), "rendezvous spreads new prefixes: {counts:?}");
+    }
+
+    #[test]
+    fn a_near_tie_that_holds_less_of_the_prompt_does_not_take_it_from_the_holder() {
+        // The holder's total is a little higher; an idler pod without the prefix is within the
+        // tolerance, and the holder is above the load bound: the holder still wins.
+        let c = candidates(&pool(3), &[9, 3, 3], &[55, 0, 0]);
+        assert_eq!(pick(&picker(), &[3.93, 3.85, 3.68], &c, 1, 0)[0], 0);
+        for key in 0..50u64 {
+            assert_eq!(pick(&picker(), &[3.93, 3.85, 3.68], &c, key, 0)[0], 0, "whatever the key");
+        }
     }
 
     #[test]
