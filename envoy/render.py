@@ -12,6 +12,11 @@ Scenarios (one per proxy setup the tests, the demo, the benchmark and the manife
   ext-proc       Envoy calling an external-processing (gRPC) picker that sets the same header, then the
                  same override_host cluster: the way GAIE's Endpoint Picker is wired (benchmark peer).
   no-filter      the override_host cluster with no filter at all: the floor of the overhead run.
+  wis-epp        the plugin's core out of process, as a GAIE gateway drives an Endpoint Picker: a
+                 header-mutation filter strips any client-supplied destination, then ext_proc to
+                 `wis-epp` (FULL_DUPLEX_STREAMED bodies both ways, `failure_mode_allow` fail-open,
+                 TLS without verification) and the override_host cluster reading the decision from
+                 the `envoy.lb` dynamic metadata; retries walk its fallback list.
   kubernetes     the plugin scenario for a pod: STRICT_DNS pool on a headless Service name, the scraper
                  as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0.
 
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("plugin", "round-robin", "least-request", "ext-proc", "no-filter", "kubernetes")
+SCENARIOS = ("plugin", "round-robin", "least-request", "ext-proc", "no-filter", "kubernetes", "wis-epp")
 
 # The Endpoint Picker Protocol's header: primary endpoint first, then fallbacks, "ip:port,ip:port".
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -43,6 +48,23 @@ DESTINATION_HEADER = "x-gateway-destination-endpoint"
 POOL_CLUSTER = "inference-pool"
 SCRAPER_CLUSTER = "scraper"
 EXT_PROC_CLUSTER = "ext-proc"
+EPP_CLUSTER = "wis-epp"
+# The Endpoint Picker Protocol's metadata: the decision under envoy.lb, the subset hint under its own
+# namespace, both forwarded to the picker; the served endpoint reported back as Envoy's attribute.
+LB_METADATA_NAMESPACE = "envoy.lb"
+SUBSET_METADATA_NAMESPACE = "envoy.lb.subset_hint"
+UPSTREAM_ADDRESS_ATTRIBUTE = "upstream.address"
+# How long wis-epp may take to answer one message (a decision, or echoing one body chunk) before
+# the request continues on the fallback policy (fail-open).
+EPP_MESSAGE_TIMEOUT = "2s"
+# Envoy's ext_proc fails open in FULL_DUPLEX_STREAMED mode only if the stream fails before the first
+# body chunk is sent, which a connection refused by a dead picker does not (Envoy PR 41276): such
+# requests get 500. Fail-open therefore rests on Envoy knowing the picker is down: an active gRPC
+# health check (GAIE's reference wiring has one) marks it unhealthy, and with the panic threshold at
+# 0 a cluster without a healthy picker fails the stream at once, which ext_proc does fail open.
+EPP_HEALTH_INTERVAL = "1s"
+EPP_HEALTH_TIMEOUT = "0.5s"
+EPP_HEALTH_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 WASM_VM_ID = "wasm-inference-scheduler"
 WASM_PLUGIN_NAME = "wasm-inference-scheduler"
 
@@ -91,6 +113,8 @@ class RenderOptions:
     access_log: str | None = None
     # JSON lines, one per request, with the plugin's debug header (the decision view reads it).
     decision_log: str | None = None
+    # wis-epp: whether its gRPC port serves TLS (its --secure-serving, default true).
+    ext_proc_tls: bool = True
 
 
 def parse_host_port(text: str, what: str, *, need_ip: bool = True) -> tuple[str, int]:
@@ -144,13 +168,18 @@ def least_request_policy() -> dict[str, Any]:
     )
 
 
-def override_host_policy() -> dict[str, Any]:
-    """Routes to the pool member named in the destination header; no header or a non-member falls
-    back to round robin. Only cluster members can ever be chosen, so a forged value cannot leave the pool."""
+def override_host_policy(source: str = "header") -> dict[str, Any]:
+    """Routes to the pool member named in the destination header (or, with source "metadata", in the
+    `envoy.lb` dynamic metadata an ext_proc picker wrote); none or a non-member falls back to round
+    robin. Only cluster members can ever be chosen, so a forged value cannot leave the pool."""
+    if source == "metadata":
+        sources = [{"metadata": {"key": LB_METADATA_NAMESPACE, "path": [{"key": DESTINATION_HEADER}]}}]
+    else:
+        sources = [{"header": DESTINATION_HEADER}]
     return policy(
         "envoy.load_balancing_policies.override_host",
         "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
-        override_host_sources=[{"header": DESTINATION_HEADER}],
+        override_host_sources=sources,
         fallback_policy={"policies": [round_robin_policy()]},
     )
 
@@ -186,6 +215,8 @@ def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
         lb = round_robin_policy()
     elif opts.scenario == "least-request":
         lb = least_request_policy()
+    elif opts.scenario == "wis-epp":
+        lb = override_host_policy("metadata")
     else:
         lb = override_host_policy()
     cluster: dict[str, Any] = {
@@ -286,6 +317,56 @@ def ext_proc_filter(opts: RenderOptions) -> dict[str, Any]:
     }
 
 
+def strip_destination_filter() -> dict[str, Any]:
+    """Removes a client-supplied destination header before anything reads it, so that even when the
+    picker is down (fail-open) a client cannot choose its pod."""
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            mutations={"request_mutations": [{"remove": DESTINATION_HEADER}]},
+        ),
+    }
+
+
+def epp_filter() -> dict[str, Any]:
+    """ext_proc to wis-epp the way GAIE's reference gateway drives an Endpoint Picker."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            grpc_service={"envoy_grpc": {"cluster_name": EPP_CLUSTER}},
+            # The picker down or slow: the request goes on, and the fallback policy picks a member.
+            failure_mode_allow=True,
+            message_timeout=EPP_MESSAGE_TIMEOUT,
+            processing_mode={
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "request_trailer_mode": "SEND",
+                "response_trailer_mode": "SEND",
+            },
+            metadata_options={
+                "forwarding_namespaces": {"untyped": [SUBSET_METADATA_NAMESPACE, LB_METADATA_NAMESPACE]},
+                "receiving_namespaces": {"untyped": [LB_METADATA_NAMESPACE]},
+            },
+            response_attributes=[UPSTREAM_ADDRESS_ATTRIBUTE],
+        ),
+    }
+
+
+def tls_without_verification() -> dict[str, Any]:
+    """TLS to a picker serving a self-signed certificate (GAIE's EPP default): encrypted, unverified."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": typed(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            common_tls_context={"alpn_protocols": ["h2"], "validation_context": {}},
+        ),
+    }
+
+
 def router_filter() -> dict[str, Any]:
     return {"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}
 
@@ -360,6 +441,9 @@ def listener(opts: RenderOptions) -> dict[str, Any]:
         filters.append(wasm_filter(opts))
     elif opts.scenario == "ext-proc":
         filters.append(ext_proc_filter(opts))
+    elif opts.scenario == "wis-epp":
+        filters.append(strip_destination_filter())
+        filters.append(epp_filter())
     filters.append(router_filter())
     hcm: dict[str, Any] = {
         "stat_prefix": "inference",
@@ -418,8 +502,8 @@ def check(opts: RenderOptions) -> None:
         parse_host_port(opts.pool_dns, "--pool-dns", need_ip=False)
     elif not opts.pool:
         raise RenderError(f"scenario {opts.scenario} needs --pool IP:PORT[,IP:PORT...]")
-    if opts.scenario == "ext-proc" and not opts.ext_proc:
-        raise RenderError("scenario ext-proc needs --ext-proc IP:PORT (the gRPC picker)")
+    if opts.scenario in ("ext-proc", "wis-epp") and not opts.ext_proc:
+        raise RenderError(f"scenario {opts.scenario} needs --ext-proc IP:PORT (the gRPC picker)")
     admin_host, _ = parse_host_port(opts.admin, "--admin")
     if not ipaddress.ip_address(admin_host).is_loopback:
         raise RenderError(f"--admin {opts.admin}: the admin interface must listen on loopback")
@@ -435,6 +519,27 @@ def render(opts: RenderOptions) -> dict[str, Any]:
         clusters.append(sidecar_cluster(SCRAPER_CLUSTER, opts.scraper, "--scraper"))
     if opts.scenario == "ext-proc":
         clusters.append(sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True))
+    if opts.scenario == "wis-epp":
+        epp = sidecar_cluster(EPP_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True)
+        if opts.ext_proc_tls:
+            epp["transport_socket"] = tls_without_verification()
+        epp["health_checks"] = [
+            {
+                "timeout": EPP_HEALTH_TIMEOUT,
+                "interval": EPP_HEALTH_INTERVAL,
+                # Envoy's default 60 s between checks of a cluster without traffic would leave a
+                # dead picker unnoticed for a minute after a quiet spell.
+                "no_traffic_interval": EPP_HEALTH_INTERVAL,
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "reuse_connection": True,
+                "grpc_health_check": {"service_name": EPP_HEALTH_SERVICE},
+                "tls_options": {"alpn_protocols": ["h2"]},
+            }
+        ]
+        # No panic routing to a picker known to be down: the stream fails at once and fails open.
+        epp["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+        clusters.append(epp)
     node: dict[str, Any] = {"id": f"wis-{opts.scenario}", "cluster": "wasm-inference-scheduler"}
     if opts.workers:
         # Bootstrap has no worker count (that is `envoy --concurrency`); recorded for whoever runs it.
@@ -471,7 +576,8 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
     p.add_argument("--pool", default="", help="pool members IP:PORT,IP:PORT,... (STATIC cluster)")
     p.add_argument("--pool-dns", help="kubernetes: headless Service NAME:PORT (STRICT_DNS cluster)")
     p.add_argument("--scraper", help="scraper IP:PORT serving /snapshot (kubernetes default 127.0.0.1:9090)")
-    p.add_argument("--ext-proc", help="ext-proc: the gRPC picker IP:PORT")
+    p.add_argument("--ext-proc", help="ext-proc, wis-epp: the gRPC picker IP:PORT")
+    p.add_argument("--ext-proc-plaintext", action="store_true", help="wis-epp: the picker runs --secure-serving=false")
     p.add_argument("--wasm", help="plugin .wasm path (default $WIS_PLUGIN_WASM or the wasm-release build)")
     p.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
     p.add_argument("--workers", type=int, help="Envoy worker count the config is meant for (--concurrency)")
@@ -503,6 +609,7 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
         pool_dns=a.pool_dns,
         scraper=a.scraper or (KUBERNETES_SCRAPER if kube else None),
         ext_proc=a.ext_proc,
+        ext_proc_tls=not a.ext_proc_plaintext,
         wasm=wasm,
         plugin_config=plugin_config,
         workers=a.workers,

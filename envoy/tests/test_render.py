@@ -29,7 +29,7 @@ def options(scenario: str, **kw) -> render.RenderOptions:
     if scenario == "kubernetes":
         base.update(pool=[], pool_dns="vllm-pool.default.svc.cluster.local:8000", listen="0.0.0.0:8081",
                     scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH)
-    if scenario == "ext-proc":
+    if scenario in ("ext-proc", "wis-epp"):
         base.update(ext_proc="127.0.0.1:9100")
     base.update(kw)
     return render.RenderOptions(**base)
