@@ -28,6 +28,7 @@ import http.client
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,7 +42,9 @@ from typing import Any, Callable, Sequence
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-import render  # noqa: E402  (sibling module; envoy/ is not a package, to keep the `envoy` wheel importable)
+import prom  # noqa: E402  (sibling modules; envoy/ is not a package, to keep the `envoy` wheel importable)
+import render  # noqa: E402
+from names import MODEL, Snapshot, SimMetric, envoy_stat  # noqa: E402
 
 # How long a component may take to become ready before we give up with its log tail. Envoy compiles
 # the .wasm with V8 once per worker, which takes a few seconds on a slow 2-core machine.
@@ -53,7 +56,7 @@ STOP_GRACE_S = 5.0
 POLL_INTERVAL_S = 0.05
 # How much of a log to quote in an error.
 LOG_TAIL_LINES = 40
-# Binary names of the workspace crates vllm-sim, wis-scraper and wis-epp.
+# Binary names of the workspace crates vllm-sim and wis-scraper.
 SIM_BINARY = "sim"
 SCRAPER_BINARY = "wis-scraper"
 EPP_BINARY = "wis-epp"
@@ -94,6 +97,7 @@ def scraper_binary() -> Path:
 
 
 def epp_binary() -> Path:
+    """The wis-epp binary (crate `epp/`)."""
     return native_binary(EPP_BINARY, "WIS_EPP_BIN")
 
 
@@ -155,24 +159,11 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, on_fail: Ca
         time.sleep(POLL_INTERVAL_S)
 
 
-def metric_value(text: str, name: str) -> float | None:
-    """The sum of every sample of one Prometheus metric (all label sets) in an exposition text."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-                found = True
-            except (IndexError, ValueError):
-                continue
-    return total if found else None
-
-
 def sim_metric(pod: str, name: str) -> float:
     status, body = http_get(pod, "/metrics")
     if status != 200:
         raise StackError(f"sim pod {pod} /metrics: HTTP {status}")
-    value = metric_value(body.decode(errors="replace"), name)
+    value = prom.value(body.decode(errors="replace"), name)
     if value is None:
         raise StackError(f"sim pod {pod} exports no {name}")
     return value
@@ -180,7 +171,21 @@ def sim_metric(pod: str, name: str) -> float:
 
 def sim_waiting(pod: str) -> float:
     """vLLM's queue length on one simulated pod."""
-    return sim_metric(pod, "vllm:num_requests_waiting")
+    return sim_metric(pod, SimMetric.WAITING)
+
+
+def snapshot(scraper: str) -> dict[str, Any]:
+    """The scraper's pool snapshot (`GET /snapshot`), parsed."""
+    status, body = http_get(scraper, "/snapshot")
+    if status != 200:
+        raise StackError(f"scraper {scraper} /snapshot: HTTP {status} {body[:200]!r}")
+    try:
+        snap = json.loads(body)
+    except ValueError as e:
+        raise StackError(f"scraper {scraper} /snapshot is not JSON: {e}: {body[:200]!r}") from None
+    if not isinstance(snap, dict) or not isinstance(snap.get(Snapshot.ENDPOINTS), list):
+        raise StackError(f"scraper {scraper} /snapshot has no {Snapshot.ENDPOINTS} list: {body[:200]!r}")
+    return snap
 
 
 def fleet_kind() -> str:
@@ -194,7 +199,8 @@ def fleet_kind() -> str:
 def sim_fault(pod: str, kind: str) -> None:
     """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod.rs): stall (requests
     and the engine hang, /metrics too), error500, close (connections closed unanswered), exit (the pod
-    stops listening and drops its connections), none (clear)."""
+    stops listening and drops its connections), metrics404 (/metrics answers 404, serving goes on),
+    none (clear)."""
     host, port = render.parse_host_port(pod, "pod")
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
@@ -262,6 +268,13 @@ class Process:
             return ""
         return "\n".join(text[-lines:])
 
+    def running(self) -> bool:
+        """True while the process runs; raises StackError with its log tail once it has exited, so
+        a readiness wait fails at once instead of at its deadline."""
+        if not self.alive():
+            raise StackError(f"{self.name} exited{self.failure_note()}")
+        return True
+
     def failure_note(self) -> str:
         state = "running" if self.alive() else f"exited with {self.popen.returncode if self.popen else '?'}"
         return f" ({self.name} {state}; log {self.log}):\n{self.log_tail()}"
@@ -300,6 +313,8 @@ class Envoy:
     workers: int
     # JSON lines with each request's decision (start_envoy(decision_log=True)).
     decision_log: Path | None = None
+    # The listener serving only /stats/prometheus (start_envoy(stats_listen=True)).
+    stats_listen: str | None = None
 
     @property
     def url(self) -> str:
@@ -318,6 +333,12 @@ class Envoy:
             if "value" in stat:
                 out[stat["name"]] = stat["value"]
         return out
+
+    def plugin_stat(self, name: str) -> int:
+        """One of the plugin's stats (names.Stat), summed over what the admin reports under that
+        name; 0 when the plugin has not recorded it yet."""
+        full = envoy_stat(name)
+        return sum(v for k, v in self.stats("^" + re.escape(full) + "$").items() if k == full)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return self.process.log_tail(lines)
@@ -339,9 +360,9 @@ class Epp:
             raise StackError(f"wis-epp {self.metrics}/metrics: HTTP {status}")
         return body.decode(errors="replace")
 
-    def metric(self, name: str) -> float:
-        """One metric of its page (all label sets summed); 0 when absent."""
-        return metric_value(self.metrics_text(), name) or 0.0
+    def metric(self, name: str, **labels: str) -> float:
+        """One metric of its page (the samples whose labels include `labels`, summed); 0 when absent."""
+        return prom.value(self.metrics_text(), name, **labels) or 0.0
 
 
 @dataclass
@@ -376,30 +397,44 @@ class Stack:
 
     # --- components -------------------------------------------------------------------------
 
-    def start_fleet(self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet") -> list[str]:
+    def start_fleet(
+        self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet", kind: str | None = None
+    ) -> list[str]:
         """A fleet of simulated vLLM pods, one port each; returns their addresses once all answer.
 
-        `sim fleet` (the Rust simulator) by default; WIS_FLEET=mini uses envoy/minifleet.py, the
-        Python stand-in with the same interface (no KV-cache or time model)."""
+        `kind` "sim" is `sim fleet` (the Rust simulator), "mini" is envoy/minifleet.py, the Python
+        stand-in with the same interface (no KV-cache or time model); default: $WIS_FLEET, else sim."""
         ports = free_ports(pods)
         pool = [f"127.0.0.1:{p}" for p in ports]
-        if fleet_kind() == "mini":
-            argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra_args]
+        extra = [str(a) for a in extra_args]
+        if not any(a.startswith("--served-model-name") for a in extra):
+            extra = ["--served-model-name", MODEL, *extra]
+        if (kind or fleet_kind()) == "mini":
+            argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra]
         else:
-            argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra_args]
+            argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra]
         proc = self.spawn(name, argv)
         for address in pool:
             wait_until(
                 f"sim pod {address}",
-                lambda a=address: proc.alive() and http_get(a, "/health")[0] == 200,
+                lambda a=address: proc.running() and http_get(a, "/health")[0] == 200,
                 SERVICE_READY_TIMEOUT_S,
                 proc.failure_note,
             )
         return pool
 
-    def start_scraper(self, pool: Sequence[str], interval_ms: int = 50, extra_args: Sequence[str] = ()) -> str:
-        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does."""
-        address = f"127.0.0.1:{free_port()}"
+    def start_scraper(
+        self,
+        pool: Sequence[str],
+        interval_ms: int = 50,
+        extra_args: Sequence[str] = (),
+        *,
+        address: str | None = None,
+        name: str = "scraper",
+    ) -> str:
+        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does.
+        `address` reuses a given listen address (a restarted scraper where Envoy expects the old one)."""
+        address = address or f"127.0.0.1:{free_port()}"
         argv = [
             scraper_binary(),
             "--static",
@@ -410,14 +445,22 @@ class Stack:
             str(interval_ms),
             *extra_args,
         ]
-        proc = self.spawn("scraper", argv)
+        proc = self.spawn(name, argv)
         wait_until(
             f"scraper {address}",
-            lambda: proc.alive() and http_get(address, "/snapshot")[0] == 200,
+            lambda: proc.running() and http_get(address, "/snapshot")[0] == 200,
             SERVICE_READY_TIMEOUT_S,
             proc.failure_note,
         )
         return address
+
+    def process(self, name: str) -> Process:
+        """The latest process started under `name` (e.g. "scraper")."""
+        with self._lock:
+            found = [p for p in self.processes if p.name == name]
+        if not found:
+            raise StackError(f"no process named {name!r} in this stack")
+        return found[-1]
 
     def start_epp(
         self,
@@ -477,10 +520,13 @@ class Stack:
         decision_log: bool = False,
         log_level: str = "info",
         name: str = "envoy",
+        env: dict[str, str] | None = None,
+        stats_listen: bool = False,
     ) -> Envoy:
         """Renders the scenario's config, validates nothing twice (Envoy refuses a bad one at start),
-        starts Envoy and waits until the admin says LIVE and the listener accepts."""
-        listen_port, admin_port = free_ports(2)
+        starts Envoy and waits until the admin says LIVE and the listener accepts. `env` adds to
+        Envoy's environment (e.g. a secret the plugin configuration names in `secretEnv`)."""
+        listen_port, admin_port, stats_port = free_ports(3)
         opts = render.RenderOptions(
             scenario=scenario,
             listen=f"127.0.0.1:{listen_port}",
@@ -490,11 +536,12 @@ class Stack:
             scraper=scraper,
             ext_proc=ext_proc,
             ext_proc_tls=ext_proc_tls,
-            wasm=str(wasm or plugin_wasm()) if scenario in ("plugin", "kubernetes") else None,
+            wasm=str(wasm or plugin_wasm()) if render.scenario(scenario).needs_wasm else None,
             plugin_config=plugin_config or {},
             workers=workers,
             access_log=str(self.run_dir.file(f"{name}-access.log")) if access_log else None,
             decision_log=str(self.run_dir.file(f"{name}-decisions.jsonl")) if decision_log else None,
+            stats_listen=f"127.0.0.1:{stats_port}" if stats_listen else None,
         )
         config_path = self.run_dir.file(f"{name}.yaml")
         config_path.write_text(render.to_text(render.render(opts), "yaml"))
@@ -508,7 +555,7 @@ class Stack:
             "--log-level",
             log_level,
         ]
-        proc = self.spawn(name, argv)
+        proc = self.spawn(name, argv, env)
         envoy = Envoy(
             proc,
             opts.listen,
@@ -517,10 +564,11 @@ class Stack:
             scenario,
             workers,
             Path(opts.decision_log) if opts.decision_log else None,
+            opts.stats_listen,
         )
         wait_until(
             f"envoy ({scenario}) admin {opts.admin}/ready",
-            lambda: proc.alive() and http_get(opts.admin, "/ready")[0] == 200,
+            lambda: proc.running() and http_get(opts.admin, "/ready")[0] == 200,
             ENVOY_READY_TIMEOUT_S,
             proc.failure_note,
         )
@@ -539,12 +587,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a fleet, the scraper and Envoy; hold until Ctrl-C or SIGTERM")
     up.add_argument("--pods", type=int, default=4)
-    up.add_argument("--scenario", default="plugin", choices=[s for s in render.SCENARIOS if s != "kubernetes"])
+    local = [s.name for s in render.SCENARIO_TABLE.values() if s.pool_kind == render.STATIC]
+    up.add_argument("--scenario", default="plugin", choices=local)
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--pool", help="use these running servers instead of starting a sim fleet (IP:PORT,...)")
     up.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
     up.add_argument("--no-scraper", action="store_true", help="plugin scenario without the scraper")
-    up.add_argument("--ext-proc", help="ext-proc scenario: the running gRPC picker IP:PORT")
+    up.add_argument("--ext-proc", help="ext-proc scenario: the running gRPC picker IP:PORT (wis-epp: started if absent)")
     up.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
     up.add_argument("--run-dir", help="folder for logs and configs (default .run/stack-<time>)")
     up.add_argument("--ready-file", help="also write the addresses JSON to this file once everything is up")
@@ -566,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(run_dir) as stack:
             pool = a.pool.split(",") if a.pool else stack.start_fleet(a.pods, a.fleet_arg)
             scraper = None
-            if a.scenario == "plugin" and not a.no_scraper:
+            if render.scenario(a.scenario).needs_scraper and not a.no_scraper:
                 scraper = stack.start_scraper(pool)
             ext_proc = a.ext_proc
             if a.scenario == "wis-epp" and not ext_proc:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
+from names import MODEL, Header
+
+# Kept short for the tests: the one definition is names.Header.
+DESTINATION_HEADER = Header.DESTINATION
 # Bound on one request: the simulator answers in well under this; a hang fails the request.
 REQUEST_TIMEOUT_S = 30.0
 
@@ -18,6 +21,8 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    # Every header line as received (names lower-cased), repeated names included.
+    header_lines: list[tuple[str, str]] = field(default_factory=list)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,12 +45,13 @@ def request(
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        lines = [(k.lower(), v) for k, v in resp.getheaders()]
+        return Response(resp.status, dict(lines), data, lines)
     finally:
         conn.close()
 
 
-def chat_body(messages: Sequence[dict[str, Any]], model: str = "qwen3-0.6b", **extra: Any) -> bytes:
+def chat_body(messages: Sequence[dict[str, Any]], model: str = MODEL, **extra: Any) -> bytes:
     return json.dumps({"model": model, "messages": list(messages), **extra}).encode()
 
 
@@ -53,7 +59,7 @@ def chat(
     address: str,
     messages: Sequence[dict[str, Any]],
     *,
-    model: str = "qwen3-0.6b",
+    model: str = MODEL,
     headers: dict[str, str] | None = None,
     timeout: float = REQUEST_TIMEOUT_S,
     **extra: Any,

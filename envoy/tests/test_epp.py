@@ -17,8 +17,9 @@ import pytest
 import client
 import render
 import stack as stack_mod
+from names import Header
 
-SIM_POD_HEADER = "x-sim-pod"
+SIM_POD_HEADER = Header.SIM_POD
 PODS = 3
 WORKERS = 2
 # Long enough that a conversation's prefix covers many cache blocks (16 tokens x 4 chars each).
@@ -66,7 +67,7 @@ class Running:
         """Until wis-epp has scraped every pod healthy."""
         stack_mod.wait_until(
             "wis-epp sees every pod healthy",
-            lambda: self.epp.metric('wis_epp_endpoints{state="healthy"}') == len(self.pool),
+            lambda: self.epp.metric("wis_epp_endpoints", state="healthy") == len(self.pool),
             15.0,
             self.epp.process.failure_note,
         )
@@ -105,10 +106,12 @@ def test_the_scenario_is_gaies_reference_wiring():
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["envoy.lb"]
     assert "envoy.lb.subset_hint" in ext_proc["metadata_options"]["forwarding_namespaces"]["untyped"]
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert clusters["wis-epp"]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    picker = clusters[render.EXT_PROC_CLUSTER]
+    assert picker["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    assert picker["health_checks"][0]["grpc_health_check"]["service_name"] == render.EPP_HEALTH_SERVICE
     lb = clusters["inference-pool"]["load_balancing_policy"]["policies"][0]["typed_extension_config"]
     sources = lb["typed_config"]["override_host_sources"]
-    assert sources == [{"metadata": {"key": "envoy.lb", "path": [{"key": client.DESTINATION_HEADER}]}}]
+    assert sources == [{"metadata": {"key": "envoy.lb", "path": [{"key": Header.DESTINATION}]}}]
 
 
 def test_requests_reach_only_pool_members(shared_stack):
@@ -137,7 +140,7 @@ def test_a_conversations_follow_up_turns_land_on_its_pod(shared_stack):
 def test_the_pods_cached_tokens_reach_the_picker(shared_stack):
     envoy, epp = shared_stack.envoy.listen, shared_stack.epp
     before = epp.metric("wis_epp_prefix_feedback_total")
-    confirmed_before = epp.metric('wis_epp_prefix_predictions_total{outcome="confirmed"}')
+    confirmed_before = epp.metric("wis_epp_prefix_predictions_total", outcome="confirmed")
     for i in range(3):
         assert ask(envoy, 800, f"again {i}").status == 200
     streamed = ask(envoy, 800, "stream it", stream=True, stream_options={"include_usage": True})
@@ -145,7 +148,7 @@ def test_the_pods_cached_tokens_reach_the_picker(shared_stack):
     stack_mod.wait_until(
         "feedback counted", lambda: epp.metric("wis_epp_prefix_feedback_total") >= before + 4, 5.0
     )
-    assert epp.metric('wis_epp_prefix_predictions_total{outcome="confirmed"}') > confirmed_before, (
+    assert epp.metric("wis_epp_prefix_predictions_total", outcome="confirmed") > confirmed_before, (
         "the follow-ups were predicted cached and the pod confirmed it"
     )
     stack_mod.wait_until("every request released", lambda: epp.metric("wis_epp_in_flight_requests") == 0, 5.0)
@@ -158,7 +161,7 @@ def test_a_forged_destination_header_has_no_effect(shared_stack, stack):
     other_member = next(p for p in pool if p != home)
     for forged in (other_member, outsider, f"{outsider},{other_member}"):
         for i in range(3):
-            resp = ask(envoy, 900, f"forged {forged} {i}", headers={client.DESTINATION_HEADER: forged})
+            resp = ask(envoy, 900, f"forged {forged} {i}", headers={Header.DESTINATION: forged})
             assert resp.status == 200, resp.body
             assert served_by(resp) == home, f"forged header {forged!r} moved the request from {home}"
 
@@ -214,7 +217,7 @@ def test_requests_fail_open_to_envoys_fallback_when_wis_epp_is_killed(own_stack)
     # render.EPP_HEALTH_INTERVAL): its health check says so within about a second.
     stack_mod.wait_until(
         "Envoy marks wis-epp unhealthy",
-        lambda: envoy.stats(r"cluster\.wis-epp\.membership_healthy$").get("cluster.wis-epp.membership_healthy") == 0,
+        lambda: envoy.stats(r"cluster\.ext-proc\.membership_healthy$").get("cluster.ext-proc.membership_healthy") == 0,
         10.0,
     )
     results = [ask(envoy.listen, 1000 + i % 3, f"after {i}") for i in range(12)]
@@ -250,7 +253,7 @@ def test_a_sheddable_request_on_a_saturated_pool_gets_429(stack):
         for t in threads:
             t.start()
         stack_mod.wait_until("a queue on the pod", lambda: stack_mod.sim_waiting(pod) >= 2, 10.0)
-        shed = ask(envoy, 1100, "batch job", headers={"x-gateway-inference-objective": "batch"})
+        shed = ask(envoy, 1100, "batch job", headers={Header.OBJECTIVE: "batch"})
         assert shed.status == 429, (shed.status, shed.body[:300])
         assert shed.json()["error"]["code"] == "pool_saturated"
         assert shed.header(SIM_POD_HEADER) is None, "a shed request never reaches a pod"
@@ -260,4 +263,4 @@ def test_a_sheddable_request_on_a_saturated_pool_gets_429(stack):
         for t in threads:
             t.join(timeout=60)
     assert_all_ok(backlog, running.pool)
-    assert running.epp.metric('wis_epp_local_replies_total{status="429"}') == 1
+    assert running.epp.metric("wis_epp_local_replies_total", status="429") == 1

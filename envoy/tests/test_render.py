@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import render
+from names import Header
 
 POOL = ["127.0.0.1:9001", "127.0.0.1:9002"]
 RENDER = [sys.executable, str(Path(render.__file__))]
@@ -28,8 +29,8 @@ def options(scenario: str, **kw) -> render.RenderOptions:
     )
     if scenario == "kubernetes":
         base.update(pool=[], pool_dns="vllm-pool.default.svc.cluster.local:8000", listen="0.0.0.0:8081",
-                    scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH)
-    if scenario in ("ext-proc", "wis-epp"):
+                    scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH, stats_listen="0.0.0.0:9091")
+    if render.scenario(scenario).needs_ext_proc:
         base.update(ext_proc="127.0.0.1:9100")
     base.update(kw)
     return render.RenderOptions(**base)
@@ -83,6 +84,73 @@ def test_plugin_configuration_names_the_pool_and_the_scraper_cluster_and_merges_
     assert member_addresses(cluster(config, "scraper")) == ["127.0.0.1:9090"]
 
 
+def test_plugin_configuration_carries_the_header_names_envoy_reads():
+    config = render.render(options("plugin", decision_log="/tmp/decisions.jsonl"))
+    wasm = hcm(config)["http_filters"][0]["typed_config"]["config"]
+    plugin = json.loads(wasm["configuration"]["value"])
+    assert plugin["headers"] == {"destination": Header.DESTINATION, "debug": Header.DEBUG}
+
+
+def test_a_renamed_destination_header_is_what_override_host_and_the_logs_read():
+    config = render.render(options("plugin", access_log="/tmp/access.log", decision_log="/tmp/decisions.jsonl",
+                                   plugin_config={"headers": {"destination": "X-Picked-Endpoint",
+                                                              "debug": "x-why"}}))
+    plugin = json.loads(hcm(config)["http_filters"][0]["typed_config"]["config"]["configuration"]["value"])
+    assert plugin["headers"] == {"destination": "X-Picked-Endpoint", "debug": "x-why"}
+    lb = cluster(config, render.POOL_CLUSTER)["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": "x-picked-endpoint"}]
+    text_log, json_log = hcm(config)["access_log"]
+    assert "%REQ(x-picked-endpoint)%" in text_log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    fields = json_log["typed_config"]["log_format"]["json_format"]
+    assert fields["picked"] == "%REQ(x-picked-endpoint)%" and fields["decision"] == "%REQ(x-why)%"
+    assert Header.DESTINATION not in json.dumps(config)
+
+
+@pytest.mark.parametrize("headers", [{"destination": ""}, {"destination": "two words"}, {"debug": 7}, ["x"]])
+def test_a_bad_header_name_in_the_plugin_configuration_is_refused(headers):
+    with pytest.raises(render.RenderError, match="headers"):
+        render.render(options("plugin", plugin_config={"headers": headers}))
+
+
+def test_scenarios_without_the_plugin_keep_the_protocols_header():
+    config = render.render(options("ext-proc", plugin_config={"headers": {"destination": "x-other"}}))
+    lb = cluster(config, render.POOL_CLUSTER)["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": Header.DESTINATION}]
+
+
+@pytest.mark.parametrize("name", render.SCENARIOS)
+def test_each_scenario_renders_what_its_table_row_says(name):
+    row = render.scenario(name)
+    config = render.render(options(name, scraper="127.0.0.1:9090"))
+    filters = filter_names(config)
+    assert filters[-1] == "envoy.filters.http.router"
+    assert len(filters) == 1 + bool(row.http_filter) + row.strips_destination
+    assert ("envoy.filters.http.wasm" in filters) == row.needs_wasm
+    assert ("envoy.filters.http.ext_proc" in filters) == row.needs_ext_proc
+    pool = cluster(config, render.POOL_CLUSTER)
+    assert pool["type"] == row.pool_kind
+    assert lb_policy_name(pool) == f"envoy.load_balancing_policies.{row.lb.name}"
+    clusters = {c["name"] for c in config["static_resources"]["clusters"]}
+    assert (render.SCRAPER_CLUSTER in clusters) == row.needs_scraper
+    assert (render.EXT_PROC_CLUSTER in clusters) == row.needs_ext_proc
+    assert ("retry_host_predicate" in route(config)["retry_policy"]) == (not row.lb.walks_fallbacks)
+    if row.needs_wasm:
+        with pytest.raises(render.RenderError, match="needs --wasm"):
+            render.render(options(name, wasm=None))
+
+
+def test_an_unknown_scenario_name_is_an_error_listing_the_table():
+    with pytest.raises(render.RenderError, match="expected one of plugin, round-robin"):
+        render.scenario("weighted")
+
+
+def test_cli_defaults_come_from_the_scenario_row():
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000"])
+    assert (opts.listen, opts.scraper, opts.wasm) == ("0.0.0.0:8081", "127.0.0.1:9090", render.KUBERNETES_WASM_PATH)
+    opts, _, _ = render.options_from_args(["--scenario", "round-robin", "--pool", POOL[0]])
+    assert (opts.listen, opts.scraper, opts.wasm) == ("127.0.0.1:10000", None, None)
+
+
 def test_plugin_without_scraper_has_no_snapshot_cluster():
     config = render.render(options("plugin"))
     assert [c["name"] for c in config["static_resources"]["clusters"]] == [render.POOL_CLUSTER]
@@ -96,12 +164,14 @@ def test_picker_scenarios_route_by_the_destination_header_with_round_robin_fallb
     pool = cluster(config, render.POOL_CLUSTER)
     lb = pool["load_balancing_policy"]["policies"][0]["typed_extension_config"]
     assert lb["name"] == "envoy.load_balancing_policies.override_host"
-    assert lb["typed_config"]["override_host_sources"] == [{"header": "x-gateway-destination-endpoint"}]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": Header.DESTINATION}]
     fallback = lb["typed_config"]["fallback_policy"]["policies"][0]["typed_extension_config"]["name"]
     assert fallback == "envoy.load_balancing_policies.round_robin"
     retry = route(config)["retry_policy"]
     assert set(retry["retry_on"].split(",")) >= {"connect-failure", "reset"}
     assert retry["num_retries"] >= 1
+    # A dying pod's 500 (vLLM's EngineDeadError) moves to the fallback; a 4xx never does.
+    assert "retriable-status-codes" in retry["retry_on"].split(",") and retry["retriable_status_codes"] == [500]
     assert "retry_host_predicate" not in retry  # override_host walks the fallback list itself
 
 
@@ -158,12 +228,72 @@ def test_kubernetes_scenario_resolves_the_headless_service_and_uses_the_sidecar(
     assert plugin["pool"] == {"endpoints": [], "snapshotCluster": "scraper"}
 
 
+SESSION_SECRET_ENV = {
+    "endpointPickerConfig": {
+        "plugins": [{"type": "session-affinity-scorer", "parameters": {"secretEnv": "WIS_SESSION_SECRET"}},
+                    {"type": "prefix-cache-scorer"}, {"type": "max-score-picker"}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "session-affinity-scorer", "weight": 1}, {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            {"pluginRef": "max-score-picker"}]}],
+    }
+}
+
+
+def listener_named(config: dict, name: str) -> dict:
+    found = [l for l in config["static_resources"]["listeners"] if l["name"] == name]
+    assert len(found) == 1, [l["name"] for l in config["static_resources"]["listeners"]]
+    return found[0]
+
+
+def test_kubernetes_stats_listener_serves_only_prometheus_stats_from_the_loopback_admin():
+    config = render.render(options("kubernetes"))
+    stats = listener_named(config, "prometheus-stats")
+    assert stats["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9091}
+    routes = stats["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"]["path"] == "/stats/prometheus"
+    assert routes[0]["route"]["cluster"] == render.ADMIN_CLUSTER
+    assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found"}}}
+    assert member_addresses(cluster(config, render.ADMIN_CLUSTER)) == ["127.0.0.1:9901"]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1", "admin itself stays on loopback"
+
+
+def test_the_cli_gives_kubernetes_its_stats_listener_and_other_scenarios_none():
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000"])
+    assert opts.stats_listen == "0.0.0.0:9091"
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000", "--stats-listen", "none"])
+    assert opts.stats_listen is None
+    opts, _, _ = render.options_from_args(["--scenario", "plugin", "--pool", POOL[0]])
+    assert opts.stats_listen is None
+    config = render.render(options("plugin"))
+    assert [l["name"] for l in config["static_resources"]["listeners"]] == ["inference"]
+
+
+@pytest.mark.parametrize("scenario", ["plugin", "kubernetes"])
+def test_a_session_secret_from_the_environment_reaches_the_wasm_vm(scenario):
+    config = render.render(options(scenario, plugin_config=SESSION_SECRET_ENV, wasm_env_keys=["WIS_EXTRA"]))
+    vm = hcm(config)["http_filters"][0]["typed_config"]["config"]["vm_config"]
+    assert vm["environment_variables"] == {"host_env_keys": ["WIS_EXTRA", "WIS_SESSION_SECRET"]}
+
+
+def test_without_secret_env_the_wasm_vm_sees_no_environment():
+    vm = hcm(render.render(options("plugin")))["http_filters"][0]["typed_config"]["config"]["vm_config"]
+    assert "environment_variables" not in vm
+
+
+@pytest.mark.parametrize("secret_env", [7, "WIS SECRET", ""])
+def test_a_bad_secret_env_is_refused(secret_env):
+    bad = {"endpointPickerConfig": {"plugins": [{"type": "session-affinity-scorer",
+                                                 "parameters": {"secretEnv": secret_env}}]}}
+    with pytest.raises(render.RenderError, match="secretEnv|environment variable"):
+        render.render(options("plugin", plugin_config=bad))
+
+
 def test_access_log_records_the_pick_and_the_upstream():
     config = render.render(options("plugin", access_log="/tmp/access.log"))
     log = hcm(config)["access_log"][0]["typed_config"]
     assert log["path"] == "/tmp/access.log"
     line = log["log_format"]["text_format_source"]["inline_string"]
-    assert "%REQ(x-gateway-destination-endpoint)%" in line and "%UPSTREAM_HOST%" in line
+    assert f"%REQ({Header.DESTINATION})%" in line and "%UPSTREAM_HOST%" in line
 
 
 @pytest.mark.parametrize(
@@ -221,10 +351,15 @@ def test_cli_reads_the_plugin_config_file(tmp_path):
     assert bad.returncode == 2 and "JSON object" in bad.stderr
 
 
-@pytest.mark.parametrize("scenario", render.SCENARIOS)
-def test_envoy_accepts_the_rendered_config(scenario, envoy_bin, wasm_path, tmp_path):
-    opts = options(scenario, scraper="127.0.0.1:9090")
-    if scenario in ("plugin", "kubernetes"):
+@pytest.mark.parametrize(
+    "scenario,plugin_config",
+    [(s, {}) for s in render.SCENARIOS]
+    + [("plugin", SESSION_SECRET_ENV), ("kubernetes", SESSION_SECRET_ENV), ("plugin", {"headers": {"destination": "x-picked"}})],
+    ids=list(render.SCENARIOS) + ["plugin-secret-env", "kubernetes-secret-env", "plugin-renamed-header"],
+)
+def test_envoy_accepts_the_rendered_config(scenario, plugin_config, envoy_bin, wasm_path, tmp_path):
+    opts = options(scenario, scraper="127.0.0.1:9090", plugin_config=plugin_config)
+    if render.scenario(scenario).needs_wasm:
         opts.wasm = str(wasm_path)  # validate mode loads the .wasm and configures the plugin
     path = tmp_path / f"{scenario}.yaml"
     path.write_text(render.to_text(render.render(opts), "yaml"))

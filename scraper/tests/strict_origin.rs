@@ -1,0 +1,85 @@
+//! The scraper against model-server pods it did not write: Python's stdlib `http.server`
+//! routing on the raw request target (`tests/strict_origin_server.py`), which answers the
+//! absolute form `GET http://host:port/metrics` with 404 as uvicorn's `h11` parser does.
+
+mod common;
+
+use common::{start, wait_for};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// Python pods in one child process; killed (by its handle) when dropped.
+struct PythonPods {
+    child: Child,
+    addrs: Vec<String>,
+    /// What the pods logged: one "PORT METHOD TARGET" line per request.
+    requests: Arc<Mutex<String>>,
+}
+
+impl PythonPods {
+    /// One pod per route, each serving the realistic vLLM exposition at its route only.
+    fn start(routes: &[&str]) -> Self {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let mut child = Command::new("python3")
+            .arg(format!("{dir}/tests/strict_origin_server.py"))
+            .arg(format!("{dir}/tests/fixtures/vllm_single.prom"))
+            .args(routes)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (it is on every machine the project supports)");
+        // Drain the request log so a full pipe never stalls the server.
+        let requests = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        // The script prints its addresses then "ready" at once; a dead script ends the stream.
+        let mut addrs = Vec::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.expect("the script's standard output");
+            if line == "ready" {
+                break;
+            }
+            addrs.push(line);
+        }
+        assert_eq!(addrs.len(), routes.len(), "the script started one pod per route: {addrs:?}");
+        Self { child, addrs, requests }
+    }
+}
+
+impl Drop for PythonPods {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_route_on_the_raw_target_come_out_healthy_with_their_metrics() {
+    let pods = PythonPods::start(&["/metrics", "/metrics"]);
+    let scraper = start(pods.addrs.join(","), |_| {}).await;
+    let s = wait_for(scraper.listen_addr, "both pods read", |s| {
+        s.endpoints.len() == 2 && s.endpoints.iter().all(|e| e.healthy && !e.stale)
+    })
+    .await;
+    for e in &s.endpoints {
+        assert_eq!((e.metrics.waiting_requests, e.metrics.running_requests), (3, 12), "{e:?}");
+        assert_eq!(e.metrics.kv_cache_usage, 0.4375);
+        assert_eq!(e.metrics.cache_num_blocks, Some(27_345));
+        assert_eq!(e.models, vec!["meta-llama/Llama-3.1-8B-Instruct".to_string()]);
+        assert!(e.last_error.is_none(), "{e:?}");
+    }
+    let requests = pods.requests.lock().unwrap().clone();
+    assert!(requests.lines().count() >= 2, "{requests}");
+    assert!(requests.lines().all(|l| l.ends_with(" GET /metrics")), "origin-form targets only: {requests}");
+}
