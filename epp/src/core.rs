@@ -144,13 +144,13 @@ impl Core {
 
     /// Request body (the whole of it): the decision, or the local reply that takes its place.
     pub fn on_request_body(&mut self, start: &RequestStart, body: &[u8]) -> Result<Routed, LocalReply> {
-        let request = request::parse_request(start.api, body, &start.headers, &self.config)
-            .map_err(|e| self.reply(LocalReply::from(&e)))?;
+        let request =
+            request::parse_request(start.api, body, &start.headers, &self.config).map_err(|e| LocalReply::from(&e))?;
         let started = Instant::now();
         self.seed = scheduler_seed(self.seed);
         let context =
             SchedulingContext { now_ms: unix_ms(), snapshot: &self.pool, memory: &self.memory, random_seed: self.seed };
-        let decision = self.scheduler.schedule(&request, &context).map_err(|e| self.reply(LocalReply::from(&e)))?;
+        let decision = self.scheduler.schedule(&request, &context).map_err(|e| LocalReply::from(&e))?;
         let debug = match self.config.debug_header {
             DebugHeader::Off => None,
             DebugHeader::Summary => Some(decision.debug_summary()),
@@ -238,11 +238,6 @@ impl Core {
         self.memory
             .apply(&RoutingEvent::Released { endpoint: routed.charged.clone(), prompt_tokens: routed.prompt_tokens });
         self.stats.released();
-    }
-
-    fn reply(&self, reply: LocalReply) -> LocalReply {
-        self.stats.local_reply(reply.status);
-        reply
     }
 
     /// Folds a pod's ORCA load report into our view of it: fresher than the last scrape.

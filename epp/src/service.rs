@@ -162,7 +162,6 @@ impl Exchange {
         match &mut self.phase {
             Phase::Collecting { body, .. } => {
                 if body.len() + chunk.len() > limit {
-                    self.stats.local_reply(413);
                     return self.immediate(&LocalReply::body_too_large(limit));
                 }
                 body.extend_from_slice(&chunk);
@@ -301,6 +300,7 @@ impl Exchange {
 
     fn immediate(&mut self, local: &LocalReply) -> Vec<ProcessingResponse> {
         self.phase = Phase::Finished;
+        self.stats.local_reply(local.status);
         let content_type = set_header("content-type", "application/json");
         let response = ImmediateResponse {
             status: Some(HttpStatus { code: i32::from(local.status) }),

@@ -33,6 +33,7 @@ const DESTINATION: &str = "x-gateway-destination-endpoint";
 struct Picked {
     client: ExternalProcessorClient<Channel>,
     core: CoreHandle,
+    stats: Arc<Stats>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -48,13 +49,13 @@ async fn picker(config: &str) -> Picked {
     let core = CoreHandle::spawn(config, stats.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = ExternalProcessorServer::new(Picker::new(core.clone(), stats));
+    let service = ExternalProcessorServer::new(Picker::new(core.clone(), stats.clone()));
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
     });
     let client = ExternalProcessorClient::connect(format!("http://{addr}")).await.unwrap();
-    Picked { client, core, server }
+    Picked { client, core, stats, server }
 }
 
 /// One ext_proc stream: what the proxy sends and what it reads back.
@@ -296,6 +297,10 @@ async fn bad_bodies_unknown_models_and_missing_bodies_get_openai_errors() {
     stream.send(first(headers("/v1/chat/completions", &[], true), BodySendMode::FullDuplexStreamed, None)).await;
     assert_eq!(immediate(&stream.next().await).0, 400, "an inference request needs a body");
     assert_eq!(in_flight(&picked.core).await, 0);
+    let page = picked.stats.render(&Default::default(), &[], true);
+    for line in ["wis_epp_local_replies_total{status=\"400\"} 2", "wis_epp_local_replies_total{status=\"404\"} 1"] {
+        assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
+    }
 }
 
 #[tokio::test]
