@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "envoy"))
 import stack as stack_mod  # noqa: E402
+from names import MODEL  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -160,7 +161,8 @@ def start_router(stack: stack_mod.Stack, name: str, pool: list[str], plugin_conf
 
 
 def run_load(stack: stack_mod.Stack, target: list[str], extra: list[str], a: Args, out: Path, pool: list[str]) -> dict:
-    argv = [stack_mod.sim_binary(), "load", "--target", ",".join(target), *extra,
+    # The fleet serves names.MODEL (stack.start_fleet); the load asks for it by that name.
+    argv = [stack_mod.sim_binary(), "load", "--target", ",".join(target), "--model", MODEL, *extra,
             "--concurrency", str(a.concurrency), "--duration", f"{a.duration}s",
             "--fleet", ",".join(pool), "--out", out, "--seed", "7"]
     proc = stack.spawn(f"load-{out.stem}", argv)
@@ -205,7 +207,7 @@ wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 local bodies = {}
 for i = 1, 64 do
-  bodies[i] = '{"model":"qwen3-0.6b","max_tokens":1,"messages":[{"role":"system","content":"You are a helpful assistant for request ' .. i .. ', answering briefly and precisely."},{"role":"user","content":"Say hello number ' .. i .. '."}]}'
+  bodies[i] = '{"model":"MODEL","max_tokens":1,"messages":[{"role":"system","content":"You are a helpful assistant for request ' .. i .. ', answering briefly and precisely."},{"role":"user","content":"Say hello number ' .. i .. '."}]}'
 end
 local n = 0
 request = function()
@@ -239,7 +241,7 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
     run_dir = stack_mod.RunDir(base / "overhead")
     run_dir.path.mkdir(parents=True, exist_ok=True)
     script = run_dir.file("post.lua")
-    script.write_text(WRK_SCRIPT)
+    script.write_text(WRK_SCRIPT.replace("MODEL", MODEL))
     rows: list[OverheadRow] = []
     settings = (1, a.overhead_connections)
     seconds = max(3, round(a.overhead_duration / a.overhead_rounds))
