@@ -30,6 +30,10 @@ pub struct Cli {
     /// API group of the InferencePool (v1).
     #[arg(long, default_value = "inference.networking.k8s.io")]
     pub pool_group: String,
+    /// The Kubernetes API server to read the InferencePool from, without credentials (e.g.
+    /// `kubectl proxy`'s http://127.0.0.1:8001); default: the pod's service account, else kubeconfig.
+    #[arg(long)]
+    pub kube_api_url: Option<String>,
     /// A fixed pool instead of an InferencePool: ip:port,ip:port (ranges ip:first-last allowed).
     #[arg(long)]
     pub static_endpoints: Option<String>,

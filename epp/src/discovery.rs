@@ -123,6 +123,9 @@ pub struct PoolRef {
     pub name: String,
     pub namespace: String,
     pub group: String,
+    /// The API server without credentials (a test's stand-in, `kubectl proxy`); `None`: the
+    /// in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
+    pub api_url: Option<String>,
 }
 
 impl PoolRef {
@@ -135,11 +138,11 @@ impl PoolRef {
 /// pool was read and its pods listed (readiness).
 pub async fn run_inference_pool(pool: PoolRef, tx: watch::Sender<Vec<SocketAddr>>, known: Arc<AtomicBool>) {
     let client = loop {
-        match kube::Config::infer()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
-        {
+        let config = match &pool.api_url {
+            Some(url) => url.parse().map(kube::Config::new).map_err(|e| format!("API server URL {url:?}: {e}")),
+            None => kube::Config::infer().await.map_err(|e| e.to_string()),
+        };
+        match config.and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string())) {
             Ok(client) => break client,
             Err(e) => tracing::warn!(error = %e, "Kubernetes client set-up failed; retrying"),
         }

@@ -83,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 name: cli.pool_name.clone().unwrap_or_default(),
                 namespace: cli.namespace(),
                 group: cli.pool_group.clone(),
+                api_url: cli.kube_api_url.clone(),
             };
             tracing::info!(pool = %pool.name, namespace = %pool.namespace, group = %pool.group, "discovering the InferencePool");
             let known = known.clone();
