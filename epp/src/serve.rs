@@ -36,6 +36,9 @@ use wis_scraper::Shared;
 /// The ext_proc service's name in `grpc.health.v1` (what Envoy's `grpc_health_check` asks for).
 pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
 
+/// Room for an ext_proc message's headers, metadata and attributes around a body at the limit.
+const MESSAGE_FRAMING_BYTES: usize = 256 * 1024;
+
 /// What the metrics page and the health checks read.
 #[derive(Clone)]
 pub struct Observed {
@@ -111,7 +114,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     if cli.secure_serving {
         grpc = grpc.tls_config(self_signed_tls()?).map_err(|e| format!("TLS set-up: {e}"))?;
     }
-    let picker = ExternalProcessorServer::new(Picker::new(core, stats));
+    let picker = ext_proc_service(core, stats);
     let grpc = grpc.add_service(health.clone()).add_service(picker);
     let grpc_listener = bind(grpc_addr).await?;
     tasks.spawn(async move {
@@ -156,6 +159,14 @@ fn scraper_settings(cli: &Cli, endpoints: watch::Receiver<Vec<SocketAddr>>) -> R
     let mut settings = options.settings().map_err(|e| format!("scraper: {e}"))?;
     settings.discovery = wis_scraper::DiscoverySettings::Watch(endpoints);
     Ok(settings)
+}
+
+/// The ext_proc service. A BUFFERED request body arrives as one message, so it admits messages of
+/// the configured body limit plus their framing (tonic's default of 4 MiB would refuse a body the
+/// configuration accepts).
+pub fn ext_proc_service(core: CoreHandle, stats: Arc<Stats>) -> ExternalProcessorServer<Picker> {
+    let max_message = core::max_body_bytes(core.config()).saturating_add(MESSAGE_FRAMING_BYTES);
+    ExternalProcessorServer::new(Picker::new(core, stats)).max_decoding_message_size(max_message)
 }
 
 /// Adopts every new scraper snapshot and keeps readiness current.

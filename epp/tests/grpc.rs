@@ -5,7 +5,6 @@
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
-use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Reply;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -22,7 +21,6 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 use wasm_inference_scheduler::pool::PoolSnapshot;
 use wis_epp::core::{self, CoreHandle, unix_ms};
-use wis_epp::service::Picker;
 use wis_epp::stats::Stats;
 
 const A: &str = "10.0.0.1:8000";
@@ -49,7 +47,7 @@ async fn picker(config: &str) -> Picked {
     let core = CoreHandle::spawn(config, stats.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = ExternalProcessorServer::new(Picker::new(core.clone(), stats.clone()));
+    let service = wis_epp::serve::ext_proc_service(core.clone(), stats.clone());
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
@@ -344,4 +342,23 @@ async fn other_paths_pass_through_with_the_destination_stripped_and_their_body_e
     stream.send(message(Request::RequestTrailers(HttpTrailers::default()))).await;
     assert!(matches!(stream.next().await.response, Some(Reply::RequestTrailers(_))));
     assert_eq!(in_flight(&picked.core).await, 0);
+}
+
+#[tokio::test]
+async fn a_buffered_body_over_grpcs_default_message_size_is_routed_and_one_over_the_limit_is_413() {
+    let mut picked = picker(r#"{"limits":{"maxBodyBytes":8388608}}"#).await;
+    // ~5.7 MB: over tonic's 4 MiB default; ~8.5 MB: over the 8 MiB limit, within the message size.
+    let (long, over) = ("a very long prompt ".repeat(300_000), "a very long prompt ".repeat(445_000));
+    for (text, routed) in [(&long, true), (&over, false)] {
+        let mut stream = Stream::open(&mut picked).await;
+        stream.send(first(headers("/v1/chat/completions", &[], false), BodySendMode::Buffered, None)).await;
+        stream.next().await;
+        stream.send(body(&chat(text), true)).await;
+        let answer = stream.next().await;
+        if routed {
+            assert!(set_header(common(&answer), DESTINATION).is_some(), "a body within the limit is scheduled");
+        } else {
+            assert_eq!(immediate(&answer).0, 413);
+        }
+    }
 }
