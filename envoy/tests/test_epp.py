@@ -210,6 +210,9 @@ def test_a_pod_killed_mid_run_costs_no_failed_request(own_stack):
 
 def test_requests_fail_open_to_envoys_fallback_when_wis_epp_is_killed(own_stack):
     envoy, pool = own_stack.envoy, own_stack.pool
+    healthy = r"cluster\.ext-proc\.membership_healthy$"
+    # Envoy's gRPC health check (over TLS, service envoy.service.ext_proc.v3.ExternalProcessor) passes.
+    assert envoy.stats(healthy).get("cluster.ext-proc.membership_healthy") == 1
     assert_all_ok([ask(envoy.listen, 1000 + i, "before") for i in range(3)], pool)
     own_stack.stack.stop(own_stack.epp.process)
     assert not own_stack.epp.process.alive()
@@ -217,7 +220,7 @@ def test_requests_fail_open_to_envoys_fallback_when_wis_epp_is_killed(own_stack)
     # render.EPP_HEALTH_INTERVAL): its health check says so within about a second.
     stack_mod.wait_until(
         "Envoy marks wis-epp unhealthy",
-        lambda: envoy.stats(r"cluster\.ext-proc\.membership_healthy$").get("cluster.ext-proc.membership_healthy") == 0,
+        lambda: envoy.stats(healthy).get("cluster.ext-proc.membership_healthy") == 0,
         10.0,
     )
     results = [ask(envoy.listen, 1000 + i % 3, f"after {i}") for i in range(12)]
