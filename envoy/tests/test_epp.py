@@ -206,6 +206,10 @@ def test_a_pod_killed_mid_run_costs_no_failed_request(own_stack):
         t.join(timeout=30)
     pods = assert_all_ok(results, pool)
     assert set(pods[kill_count + 10 :]) <= set(pool) - {victim}, "requests still reached the dead pod"
+    # Requests whose primary was the dead pod were retried on a fallback, and Envoy's
+    # upstream.address attribute told wis-epp so (their in-flight count and prefix moved).
+    assert own_stack.epp.metric("wis_epp_served_elsewhere_total") > 0
+    stack_mod.wait_until("every request released", lambda: own_stack.epp.metric("wis_epp_in_flight_requests") == 0, 5.0)
 
 
 def test_requests_fail_open_to_envoys_fallback_when_wis_epp_is_killed(own_stack):
