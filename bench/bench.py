@@ -4,14 +4,16 @@ side in one run, on the same simulated vLLM fleet and workload.
 
 Quality: for each router a fresh fleet, then `sim load` with the shared-prefix and multi-turn chat
 workloads at a load that saturates round-robin. Routers: Envoy round-robin, Envoy least-request,
-vllm-router (cache_aware, power_of_two), Envoy + this plugin (llm-d default profile), and the ideal
+vllm-router (cache_aware, power_of_two), Envoy + this plugin (llm-d default profile), Envoy + wis-epp
+(the same core out of proxy, over ext_proc as GAIE's gateways call an Endpoint Picker), and the ideal
 reference: every system-prompt group pinned to one pod by the load generator itself, no proxy.
 Reports TTFT p50/p90/p99, output tokens/s, the fleet's prefix-cache hit rate (from the pods'
 counters), errors, and the proxy's CPU seconds per 1,000 requests (from /proc).
 
 Overhead: pods that answer at once (simulator time scale 0.001, one output token), the same
-concurrency, three proxies: Envoy without a filter (the floor), Envoy + plugin, Envoy + an ext_proc
-picker (bench/ext-proc-picker, round-robin, wired like GAIE's Endpoint Picker). `wrk` measures
+concurrency, four proxies: Envoy without a filter (the floor), Envoy + plugin, Envoy + an ext_proc
+picker (bench/ext-proc-picker, round-robin, buffered body: the bare hop), Envoy + wis-epp (the
+plugin's algorithm behind the hop, FULL_DUPLEX_STREAMED both ways as GAIE wires it). `wrk` measures
 latency percentiles in microseconds and requests/s; each is reported against the floor.
 
 Writes bench/results/REPORT.md, quality.svg, overhead.svg and results.json; prints the tables.
@@ -35,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "envoy"))
 import stack as stack_mod  # noqa: E402
+from names import MODEL  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,6 +63,11 @@ class Router:
     name: str
     url: str
     pid: int | None
+    # Further processes the router's CPU is charged with (wis-epp next to its Envoy).
+    extra_pids: tuple[int, ...] = ()
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p) for p in (self.pid, *self.extra_pids) if p)
 
 
 @dataclass
@@ -107,9 +115,12 @@ class Args:
 
 
 QUALITY_ROUTERS = ["envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware",
-                   "vllm-router-power_of_two", "envoy-plugin", "ideal-pinned"]
-# The overhead run: the floor (Envoy without a filter), Envoy + plugin, Envoy + an ext_proc picker.
-OVERHEAD_PROXIES = ("no-filter", "plugin", "ext-proc")
+                   "vllm-router-power_of_two", "envoy-plugin", "envoy-wis-epp", "ideal-pinned"]
+# The overhead run: the floor (Envoy without a filter), Envoy + plugin, Envoy + an ext_proc picker,
+# Envoy + wis-epp (the plugin's core behind the ext_proc hop).
+OVERHEAD_PROXIES = ("no-filter", "plugin", "ext-proc", "wis-epp")
+# How the report names the rows that are not plain scenario names.
+LABELS = {"envoy-wis-epp": "Envoy + wis-epp (ext_proc)", "wis-epp": "Envoy + wis-epp (ext_proc)"}
 
 
 def workloads(a: Args) -> list[tuple[str, list[str]]]:
@@ -122,6 +133,12 @@ def workloads(a: Args) -> list[tuple[str, list[str]]]:
 
 
 def start_router(stack: stack_mod.Stack, name: str, pool: list[str], plugin_config: dict | None = None) -> Router:
+    if name == "envoy-wis-epp":
+        # The plugin's configuration (the same profile as envoy-plugin) goes to wis-epp, which scrapes
+        # the pods itself; its CPU is charged to the router with Envoy's.
+        epp = stack.start_epp(pool, plugin_config=plugin_config)
+        envoy = stack.start_envoy("wis-epp", pool, ext_proc=epp.grpc, workers=2, access_log=False)
+        return Router(name, envoy.url, envoy.process.pid, (epp.process.pid,))
     if name.startswith("envoy-"):
         scenario = name.removeprefix("envoy-")
         scraper = stack.start_scraper(pool) if scenario == "plugin" else None
@@ -144,7 +161,8 @@ def start_router(stack: stack_mod.Stack, name: str, pool: list[str], plugin_conf
 
 
 def run_load(stack: stack_mod.Stack, target: list[str], extra: list[str], a: Args, out: Path, pool: list[str]) -> dict:
-    argv = [stack_mod.sim_binary(), "load", "--target", ",".join(target), *extra,
+    # The fleet serves names.MODEL (stack.start_fleet); the load asks for it by that name.
+    argv = [stack_mod.sim_binary(), "load", "--target", ",".join(target), "--model", MODEL, *extra,
             "--concurrency", str(a.concurrency), "--duration", f"{a.duration}s",
             "--fleet", ",".join(pool), "--out", out, "--seed", "7"]
     proc = stack.spawn(f"load-{out.stem}", argv)
@@ -174,9 +192,9 @@ def quality(a: Args, base: Path) -> list[QualityRow]:
                     cpu = None
                 else:
                     router = start_router(stack, router_name, pool, a.plugin_config)
-                    before = cpu_seconds(router.pid) if router.pid else float("nan")
+                    before = router.cpu_seconds() if router.pid else float("nan")
                     report = run_load(stack, [router.url], wargs, a, out, pool)
-                    cpu = cpu_seconds(router.pid) - before if router.pid else None
+                    cpu = router.cpu_seconds() - before if router.pid else None
             s = report["summary"]
             rows.append(QualityRow(router_name, wname, s, cpu, int(s.get("ok", 0)) + int(s.get("errors", 0))))
             say(f"      TTFT p90 {fmt_ms(s['ttft_s'].get('p90'))}, hit rate {fmt_pct(s.get('prefix_cache_hit_rate'))}, "
@@ -189,7 +207,7 @@ wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 local bodies = {}
 for i = 1, 64 do
-  bodies[i] = '{"model":"qwen3-0.6b","max_tokens":1,"messages":[{"role":"system","content":"You are a helpful assistant for request ' .. i .. ', answering briefly and precisely."},{"role":"user","content":"Say hello number ' .. i .. '."}]}'
+  bodies[i] = '{"model":"MODEL","max_tokens":1,"messages":[{"role":"system","content":"You are a helpful assistant for request ' .. i .. ', answering briefly and precisely."},{"role":"user","content":"Say hello number ' .. i .. '."}]}'
 end
 local n = 0
 request = function()
@@ -223,7 +241,7 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
     run_dir = stack_mod.RunDir(base / "overhead")
     run_dir.path.mkdir(parents=True, exist_ok=True)
     script = run_dir.file("post.lua")
-    script.write_text(WRK_SCRIPT)
+    script.write_text(WRK_SCRIPT.replace("MODEL", MODEL))
     rows: list[OverheadRow] = []
     settings = (1, a.overhead_connections)
     seconds = max(3, round(a.overhead_duration / a.overhead_rounds))
@@ -236,6 +254,8 @@ def overhead(a: Args, base: Path) -> list[OverheadRow]:
                 ext_proc = f"127.0.0.1:{stack_mod.free_port()}"
                 picker = stack.spawn("ext-proc-picker", [os.environ["WIS_EXT_PROC_BIN"], "--listen", ext_proc, "--pool", ",".join(pool)])
                 stack_mod.wait_until("ext-proc-picker", lambda: picker.alive() and stack_mod._accepts(ext_proc), 20.0, picker.failure_note)
+            if proxy == "wis-epp":
+                ext_proc = stack.start_epp(pool).grpc
             envoys[proxy] = stack.start_envoy(proxy, pool, ext_proc=ext_proc, workers=2, access_log=False, name=f"envoy-{proxy}")
 
         def wrk_run(url: str, connections: int, duration: str, latency: bool) -> str:
@@ -303,7 +323,7 @@ def quality_table(rows: list[QualityRow]) -> list[str]:
     for r in rows:
         s = r.summary
         cpu = "n/a" if r.cpu_per_1000 is None else f"{r.cpu_per_1000:.2f}"
-        lines.append(f"| {r.workload} | {r.router} | {fmt_ms(s['ttft_s'].get('p50'))} | {fmt_ms(s['ttft_s'].get('p90'))} | "
+        lines.append(f"| {r.workload} | {LABELS.get(r.router, r.router)} | {fmt_ms(s['ttft_s'].get('p50'))} | {fmt_ms(s['ttft_s'].get('p90'))} | "
                      f"{fmt_ms(s['ttft_s'].get('p99'))} | {s.get('output_tokens_per_s', 0):.0f} | "
                      f"{fmt_pct(s.get('prefix_cache_hit_rate'))} | {s.get('errors', 0)} | {cpu} |")
     return lines
@@ -317,9 +337,43 @@ def overhead_table(rows: list[OverheadRow]) -> list[str]:
         added50 = r.p50_us - floor.p50_us if floor else float("nan")
         added99 = r.p99_us - floor.p99_us if floor else float("nan")
         ratio = r.rps / floor.rps if floor and floor.rps else float("nan")
-        lines.append(f"| {r.proxy} | {r.connections} | {r.p50_us:.0f} | {r.p99_us:.0f} | {added50:+.0f} | {added99:+.0f} | "
+        lines.append(f"| {LABELS.get(r.proxy, r.proxy)} | {r.connections} | {r.p50_us:.0f} | {r.p99_us:.0f} | {added50:+.0f} | {added99:+.0f} | "
                      f"{r.rps:.0f} | {ratio:.2f}x | {r.errors} |")
     return lines
+
+
+def in_and_out_of_proxy(q_rows: list[QualityRow], o_rows: list[OverheadRow]) -> list[str]:
+    """The same algorithm in-proxy (the .wasm) and out-of-proxy (wis-epp): hit rate per workload
+    (the goal is within 2 points) and what the ext_proc hop costs per request."""
+    lines: list[str] = []
+    for workload in dict.fromkeys(r.workload for r in q_rows):
+        rows = {r.router: r for r in q_rows if r.workload == workload}
+        inside, outside = rows.get("envoy-plugin"), rows.get("envoy-wis-epp")
+        if not (inside and outside):
+            continue
+        hit_in = inside.summary.get("prefix_cache_hit_rate")
+        hit_out = outside.summary.get("prefix_cache_hit_rate")
+        if hit_in is None or hit_out is None:
+            continue
+        p90_in, p90_out = inside.summary["ttft_s"].get("p90"), outside.summary["ttft_s"].get("p90")
+        lines.append(f"- {workload}: prefix-cache hit rate {fmt_pct(hit_in)} in-proxy, {fmt_pct(hit_out)} "
+                     f"out-of-proxy ({100 * (hit_out - hit_in):+.1f} points); TTFT p90 {fmt_ms(p90_in)} vs {fmt_ms(p90_out)}.")
+    for connections in sorted({r.connections for r in o_rows}):
+        rows = {r.proxy: r for r in o_rows if r.connections == connections}
+        floor, inside, outside = rows.get("no-filter"), rows.get("plugin"), rows.get("wis-epp")
+        if not (floor and inside and outside):
+            continue
+        lines.append(f"- {connections} connection{'s' if connections > 1 else ''}: in-proxy adds "
+                     f"{inside.p50_us - floor.p50_us:+.0f} µs at p50 ({inside.rps:.0f} req/s), wis-epp adds "
+                     f"{outside.p50_us - floor.p50_us:+.0f} µs ({outside.rps:.0f} req/s): the hop costs "
+                     f"{outside.p50_us - inside.p50_us:+.0f} µs and {outside.rps / inside.rps:.2f}x the req/s.")
+    if not lines:
+        return []
+    return ["## The same algorithm in-proxy and out-of-proxy", "",
+            "`envoy-plugin` runs the scheduling core inside Envoy (the .wasm); `Envoy + wis-epp (ext_proc)` runs the "
+            "same core as a GAIE Endpoint Picker (`epp/`) that Envoy calls over ext_proc for every request (bodies "
+            "FULL_DUPLEX_STREAMED both ways, TLS), with the same profile, on the same fleet and load. Its CPU column "
+            "adds wis-epp's CPU to Envoy's.", "", *lines, ""]
 
 
 def bar_svg(title: str, groups: list[str], series: list[tuple[str, list[float]]], unit: str) -> str:
@@ -425,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         series = [("p50", [r.p50_us for r in single]), ("p99", [r.p99_us for r in single])]
         (results / "overhead.svg").write_text(
             bar_svg("Latency through the proxy, one connection (µs, lower is better)", [r.proxy for r in single], series, "µs"))
+    report += in_and_out_of_proxy(q_rows, o_rows)
     if scraper:
         report += ["## Scraper sidecar", "",
                    f"`scraper/bench.sh`: 256 fixture pods (vLLM-like expositions) on loopback, scraped every 50 ms for "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./build.sh bench: builds the plugin, the simulator, the scraper and the ext_proc baseline (release),
+# ./build.sh bench: builds the plugin, the simulator, the scraper, wis-epp and the ext_proc baseline (release),
 # installs Envoy, vllm-router and wrk (idempotent), then runs bench/bench.py:
 #   bench/run.sh [--quick] [--only quality|overhead] [--routers a,b] [--help]
 set -euo pipefail

@@ -19,17 +19,18 @@ ensure_envoy() {
     log "envoy: $("$WIS_ENVOY_BIN" --version | grep -o 'version: [^ ]*' | head -1) ($WIS_ENVOY_BIN)"
 }
 
-# Builds the simulator and the scraper with the given cargo profile (debug|release) and exports
-# WIS_SIM_BIN and WIS_SCRAPER_BIN for envoy/stack.py.
+# Builds the simulator, the scraper and wis-epp with the given cargo profile (debug|release) and
+# exports WIS_SIM_BIN, WIS_SCRAPER_BIN and WIS_EPP_BIN for envoy/stack.py.
 build_native_tools() {
     local profile="${1:-debug}" dir flag=()
     if [ "$profile" = release ]; then flag=(--release); fi
-    log "building the simulator and the scraper ($profile)"
-    cargo build --locked "${flag[@]}" -p vllm-sim -p wis-scraper
+    log "building the simulator, the scraper and wis-epp ($profile)"
+    cargo build --locked "${flag[@]}" -p vllm-sim -p wis-scraper -p wis-epp
     dir="$CARGO_TARGET_DIR/$profile"
-    export WIS_SIM_BIN="$dir/sim" WIS_SCRAPER_BIN="$dir/wis-scraper"
+    export WIS_SIM_BIN="$dir/sim" WIS_SCRAPER_BIN="$dir/wis-scraper" WIS_EPP_BIN="$dir/wis-epp"
     [ -x "$WIS_SIM_BIN" ] || die "expected the simulator binary at $WIS_SIM_BIN"
     [ -x "$WIS_SCRAPER_BIN" ] || die "expected the scraper binary at $WIS_SCRAPER_BIN"
+    [ -x "$WIS_EPP_BIN" ] || die "expected the wis-epp binary at $WIS_EPP_BIN"
 }
 
 # Everything a stack with the plugin, the chat and the decision view needs (envoy/ui.py, the demo's

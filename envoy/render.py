@@ -18,6 +18,11 @@ scenario is one row (and its filter builder, if the filter is new):
   kubernetes     the plugin scenario for a pod: STRICT_DNS pool on a headless Service name, the scraper
                  as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0, and a
                  listener on 0.0.0.0:9091 serving only /stats/prometheus (the admin stays on loopback).
+  wis-epp        the plugin's core out of process, as a GAIE gateway drives an Endpoint Picker: a
+                 header-mutation filter strips any client-supplied destination, then ext_proc to
+                 `wis-epp` (FULL_DUPLEX_STREAMED bodies both ways, `failure_mode_allow` fail-open,
+                 TLS without verification, a gRPC health check) and the override_host cluster reading
+                 the decision from the `envoy.lb` dynamic metadata; retries walk its fallback list.
 
 The generic Envoy pieces (clusters, listeners, policies) are in bootstrap.py; this file decides
 what each scenario is made of.
@@ -59,6 +64,7 @@ from bootstrap import (  # noqa: E402  (sibling modules; envoy/ is not a package
     listener as hcm_listener,
     override_host_policy,
     parse_host_port,
+    policy,
     round_robin_policy,
     router_filter,
     socket_address,
@@ -120,6 +126,23 @@ CONNECTION_BUFFER_LIMIT_BYTES = 4 * 1024 * 1024
 # How long ext_proc may take to answer one message before the request fails.
 EXT_PROC_MESSAGE_TIMEOUT = "2s"
 
+# wis-epp (the Endpoint Picker Protocol). The decision under envoy.lb, the subset hint under its own
+# namespace, both forwarded to the picker; the served endpoint reported back as Envoy's attribute.
+LB_METADATA_NAMESPACE = "envoy.lb"
+SUBSET_METADATA_NAMESPACE = "envoy.lb.subset_hint"
+UPSTREAM_ADDRESS_ATTRIBUTE = "upstream.address"
+# How long wis-epp may take to answer one message (a decision, or echoing one body chunk) before
+# the request continues on the fallback policy (fail-open).
+EPP_MESSAGE_TIMEOUT = "2s"
+# Envoy's ext_proc fails open in FULL_DUPLEX_STREAMED mode only if the stream fails before the first
+# body chunk is sent, which a connection refused by a dead picker does not (Envoy PR 41276): such
+# requests get 500. Fail-open therefore rests on Envoy knowing the picker is down: an active gRPC
+# health check (GAIE's reference wiring has one) marks it unhealthy, and with the panic threshold at
+# 0 a cluster without a healthy picker fails the stream at once, which ext_proc does fail open.
+EPP_HEALTH_INTERVAL = "1s"
+EPP_HEALTH_TIMEOUT = "0.5s"
+EPP_HEALTH_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+
 
 @dataclass
 class RenderOptions:
@@ -142,6 +165,21 @@ class RenderOptions:
     # Environment variables of Envoy's process the wasm VM may read, besides those the plugin
     # configuration names (a session-affinity-scorer's `secretEnv`).
     wasm_env_keys: list[str] = field(default_factory=list)
+    # wis-epp: whether its gRPC port serves TLS (its --secure-serving, default true).
+    ext_proc_tls: bool = True
+
+
+def override_host_metadata_policy(_opts: RenderOptions) -> dict[str, Any]:
+    """Routes to the pool member an ext_proc picker named in the `envoy.lb` dynamic metadata (the
+    Endpoint Picker Protocol's copy of the destination, which a client cannot forge); none or a
+    non-member falls back to round robin."""
+    source = {"metadata": {"key": LB_METADATA_NAMESPACE, "path": [{"key": Header.DESTINATION}]}}
+    return policy(
+        "envoy.load_balancing_policies.override_host",
+        "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+        override_host_sources=[source],
+        fallback_policy={"policies": [round_robin_policy()]},
+    )
 
 
 def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
@@ -266,6 +304,85 @@ def sidecar_cluster(name: str, address: str, what: str, *, http2: bool = False) 
     )
 
 
+def strip_destination_filter(_opts: RenderOptions) -> dict[str, Any]:
+    """Removes a client-supplied destination header before anything reads it, so that even when the
+    picker is down (fail-open) a client cannot choose its pod."""
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            mutations={"request_mutations": [{"remove": Header.DESTINATION}]},
+        ),
+    }
+
+
+def epp_filter(_opts: RenderOptions) -> dict[str, Any]:
+    """ext_proc to wis-epp the way GAIE's reference gateway drives an Endpoint Picker."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            grpc_service={"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
+            # The picker down or slow: the request goes on, and the fallback policy picks a member.
+            failure_mode_allow=True,
+            message_timeout=EPP_MESSAGE_TIMEOUT,
+            processing_mode={
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "request_trailer_mode": "SEND",
+                "response_trailer_mode": "SEND",
+            },
+            metadata_options={
+                "forwarding_namespaces": {"untyped": [SUBSET_METADATA_NAMESPACE, LB_METADATA_NAMESPACE]},
+                "receiving_namespaces": {"untyped": [LB_METADATA_NAMESPACE]},
+            },
+            response_attributes=[UPSTREAM_ADDRESS_ATTRIBUTE],
+        ),
+    }
+
+
+def tls_without_verification() -> dict[str, Any]:
+    """TLS to a picker serving a self-signed certificate (GAIE's EPP default): encrypted, unverified."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": typed(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            common_tls_context={"alpn_protocols": ["h2"], "validation_context": {}},
+        ),
+    }
+
+
+def ext_proc_cluster(opts: RenderOptions) -> dict[str, Any]:
+    """The baseline ext_proc picker's cluster: HTTP/2, plaintext."""
+    return sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True)
+
+
+def epp_cluster(opts: RenderOptions) -> dict[str, Any]:
+    """wis-epp's cluster: HTTP/2 over TLS (unless --ext-proc-plaintext), health-checked over gRPC."""
+    cluster = sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True)
+    if opts.ext_proc_tls:
+        cluster["transport_socket"] = tls_without_verification()
+    cluster["health_checks"] = [
+        {
+            "timeout": EPP_HEALTH_TIMEOUT,
+            "interval": EPP_HEALTH_INTERVAL,
+            # Envoy's default 60 s between checks of a cluster without traffic would leave a dead
+            # picker unnoticed for a minute after a quiet spell.
+            "no_traffic_interval": EPP_HEALTH_INTERVAL,
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "reuse_connection": True,
+            "grpc_health_check": {"service_name": EPP_HEALTH_SERVICE},
+            "tls_options": {"alpn_protocols": ["h2"]},
+        }
+    ]
+    # No panic routing to a picker known to be down: the stream fails at once and fails open.
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return cluster
+
+
 @dataclass(frozen=True)
 class LbPolicy:
     """A pool load-balancing policy. `walks_fallbacks`: retries move along the destination header's
@@ -280,6 +397,8 @@ class LbPolicy:
 OVERRIDE_HOST = LbPolicy(
     "override_host", lambda opts: override_host_policy(header_name(opts, "destination")), walks_fallbacks=True
 )
+# The same Envoy policy, reading the ext_proc picker's envoy.lb metadata instead of the header.
+OVERRIDE_HOST_METADATA = LbPolicy("override_host", override_host_metadata_policy, walks_fallbacks=True)
 ROUND_ROBIN = LbPolicy("round_robin", lambda _opts: round_robin_policy(), walks_fallbacks=False)
 LEAST_REQUEST = LbPolicy("least_request", lambda _opts: least_request_policy(), walks_fallbacks=False)
 
@@ -299,8 +418,11 @@ class Scenario:
     # The plugin fetches pool snapshots from the scraper: the config has a `scraper` cluster when an
     # address is given, and stack.py starts one unless told not to.
     needs_scraper: bool
-    # The filter calls an external gRPC picker (--ext-proc).
+    # The filter calls an external gRPC picker (--ext-proc), whose cluster this builds.
     needs_ext_proc: bool = False
+    picker_cluster: Callable[[RenderOptions], dict[str, Any]] = ext_proc_cluster
+    # A header-mutation filter removes any client-supplied destination header before the filter runs.
+    strips_destination: bool = False
     default_listen: str = LOCAL_LISTEN
     default_scraper: str | None = None
     # The Prometheus stats listener when none is given (None: no such listener).
@@ -332,6 +454,8 @@ SCENARIO_TABLE: dict[str, Scenario] = {
                  default_listen=KUBERNETES_LISTEN, default_scraper=KUBERNETES_SCRAPER,
                  default_stats_listen=KUBERNETES_STATS_LISTEN,
                  default_wasm=lambda: KUBERNETES_WASM_PATH),
+        Scenario("wis-epp", epp_filter, OVERRIDE_HOST_METADATA, STATIC, needs_wasm=False, needs_scraper=False,
+                 needs_ext_proc=True, picker_cluster=epp_cluster, strips_destination=True),
     )
 }
 SCENARIOS = tuple(SCENARIO_TABLE)
@@ -396,7 +520,9 @@ def decision_log(path: str, opts: RenderOptions) -> dict[str, Any]:
 
 def listener(opts: RenderOptions) -> dict[str, Any]:
     sc = scenario(opts.scenario)
-    filters = [sc.http_filter(opts)] if sc.http_filter else []
+    filters = [strip_destination_filter(opts)] if sc.strips_destination else []
+    if sc.http_filter:
+        filters.append(sc.http_filter(opts))
     filters.append(router_filter())
     route = {
         "match": {"prefix": "/"},
@@ -453,7 +579,7 @@ def render(opts: RenderOptions) -> dict[str, Any]:
     if sc.needs_scraper and opts.scraper:
         clusters.append(sidecar_cluster(SCRAPER_CLUSTER, opts.scraper, "--scraper"))
     if sc.needs_ext_proc:
-        clusters.append(sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True))
+        clusters.append(sc.picker_cluster(opts))
     listeners = [listener(opts)]
     if opts.stats_listen:
         listeners.append(stats_listener(opts))
@@ -485,7 +611,8 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
     p.add_argument("--pool", default="", help="pool members IP:PORT,IP:PORT,... (STATIC cluster)")
     p.add_argument("--pool-dns", help="kubernetes: headless Service NAME:PORT (STRICT_DNS cluster)")
     p.add_argument("--scraper", help=f"scraper IP:PORT serving /snapshot (kubernetes default {KUBERNETES_SCRAPER})")
-    p.add_argument("--ext-proc", help="ext-proc: the gRPC picker IP:PORT")
+    p.add_argument("--ext-proc", help="ext-proc, wis-epp: the gRPC picker IP:PORT")
+    p.add_argument("--ext-proc-plaintext", action="store_true", help="wis-epp: the picker runs --secure-serving=false")
     p.add_argument("--wasm", help="plugin .wasm path (default $WIS_PLUGIN_WASM or the wasm-release build)")
     p.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
     p.add_argument("--workers", type=int, help="Envoy worker count the config is meant for (--concurrency)")
@@ -520,6 +647,7 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
         pool_dns=a.pool_dns,
         scraper=a.scraper or sc.default_scraper,
         ext_proc=a.ext_proc,
+        ext_proc_tls=not a.ext_proc_plaintext,
         wasm=wasm,
         plugin_config=plugin_config,
         workers=a.workers,

@@ -8,6 +8,8 @@ Used by the end-to-end tests, the demo and the benchmark, from Python:
         scraper = stack.start_scraper(pool)                  # `wis-scraper --static ...`
         envoy = stack.start_envoy("plugin", pool, scraper=scraper, workers=2)
         ...requests to envoy.url...
+        epp = stack.start_epp(pool)                          # `wis-epp --static-endpoints ...`
+        envoy2 = stack.start_envoy("wis-epp", pool, ext_proc=epp.grpc, name="envoy-epp")
     # every process is gone here, also after an exception or Ctrl-C
 
 or from the shell (prints one JSON line with the addresses, then holds until Ctrl-C/SIGTERM):
@@ -57,6 +59,7 @@ LOG_TAIL_LINES = 40
 # Binary names of the workspace crates vllm-sim and wis-scraper.
 SIM_BINARY = "sim"
 SCRAPER_BINARY = "wis-scraper"
+EPP_BINARY = "wis-epp"
 
 
 class StackError(RuntimeError):
@@ -91,6 +94,11 @@ def sim_binary() -> Path:
 
 def scraper_binary() -> Path:
     return native_binary(SCRAPER_BINARY, "WIS_SCRAPER_BIN")
+
+
+def epp_binary() -> Path:
+    """The wis-epp binary (crate `epp/`)."""
+    return native_binary(EPP_BINARY, "WIS_EPP_BIN")
 
 
 def envoy_binary() -> Path:
@@ -337,6 +345,27 @@ class Envoy:
 
 
 @dataclass
+class Epp:
+    """A running wis-epp: its ext_proc port, its gRPC health port and its metrics page."""
+
+    process: Process
+    grpc: str
+    health: str
+    metrics: str
+    secure: bool
+
+    def metrics_text(self) -> str:
+        status, body = http_get(self.metrics, "/metrics")
+        if status != 200:
+            raise StackError(f"wis-epp {self.metrics}/metrics: HTTP {status}")
+        return body.decode(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One metric of its page (the samples whose labels include `labels`, summed); 0 when absent."""
+        return prom.value(self.metrics_text(), name, **labels) or 0.0
+
+
+@dataclass
 class Stack:
     """Owns every process it started; leaving the `with` block stops them all."""
 
@@ -433,6 +462,48 @@ class Stack:
             raise StackError(f"no process named {name!r} in this stack")
         return found[-1]
 
+    def start_epp(
+        self,
+        pool: Sequence[str],
+        *,
+        plugin_config: dict[str, Any] | None = None,
+        secure: bool = True,
+        interval_ms: int = 50,
+        name: str = "wis-epp",
+    ) -> Epp:
+        """`wis-epp --static-endpoints`: the plugin's core as an Endpoint Picker; returns once its
+        /readyz says the pool is known and scraped."""
+        grpc_port, health_port, metrics_port = free_ports(3)
+        argv: list[Any] = [
+            epp_binary(),
+            "--static-endpoints",
+            ",".join(pool),
+            "--bind-address",
+            "127.0.0.1",
+            "--grpc-port",
+            grpc_port,
+            "--grpc-health-port",
+            health_port,
+            "--metrics-port",
+            metrics_port,
+            "--scrape-interval-ms",
+            interval_ms,
+            f"--secure-serving={'true' if secure else 'false'}",
+        ]
+        if plugin_config:
+            config_path = self.run_dir.file(f"{name}-config.json")
+            config_path.write_text(json.dumps(plugin_config))
+            argv += ["--config-file", config_path]
+        proc = self.spawn(name, argv)
+        metrics = f"127.0.0.1:{metrics_port}"
+        wait_until(
+            f"wis-epp {metrics}/readyz",
+            lambda: proc.alive() and http_get(metrics, "/readyz")[0] == 200,
+            SERVICE_READY_TIMEOUT_S,
+            proc.failure_note,
+        )
+        return Epp(proc, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{health_port}", metrics, secure)
+
     def start_envoy(
         self,
         scenario: str,
@@ -440,6 +511,7 @@ class Stack:
         *,
         scraper: str | None = None,
         ext_proc: str | None = None,
+        ext_proc_tls: bool = True,
         pool_dns: str | None = None,
         workers: int = 2,
         plugin_config: dict[str, Any] | None = None,
@@ -463,6 +535,7 @@ class Stack:
             pool_dns=pool_dns,
             scraper=scraper,
             ext_proc=ext_proc,
+            ext_proc_tls=ext_proc_tls,
             wasm=str(wasm or plugin_wasm()) if render.scenario(scenario).needs_wasm else None,
             plugin_config=plugin_config or {},
             workers=workers,
@@ -520,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--pool", help="use these running servers instead of starting a sim fleet (IP:PORT,...)")
     up.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
     up.add_argument("--no-scraper", action="store_true", help="plugin scenario without the scraper")
-    up.add_argument("--ext-proc", help="ext-proc scenario: the running gRPC picker IP:PORT")
+    up.add_argument("--ext-proc", help="ext-proc scenario: the running gRPC picker IP:PORT (wis-epp: started if absent)")
     up.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
     up.add_argument("--run-dir", help="folder for logs and configs (default .run/stack-<time>)")
     up.add_argument("--ready-file", help="also write the addresses JSON to this file once everything is up")
@@ -544,8 +617,11 @@ def main(argv: list[str] | None = None) -> int:
             scraper = None
             if render.scenario(a.scenario).needs_scraper and not a.no_scraper:
                 scraper = stack.start_scraper(pool)
+            ext_proc = a.ext_proc
+            if a.scenario == "wis-epp" and not ext_proc:
+                ext_proc = stack.start_epp(pool, plugin_config=plugin_config).grpc
             envoy = stack.start_envoy(
-                a.scenario, pool, scraper=scraper, ext_proc=a.ext_proc, workers=a.workers, plugin_config=plugin_config
+                a.scenario, pool, scraper=scraper, ext_proc=ext_proc, workers=a.workers, plugin_config=plugin_config
             )
             info = {
                 "envoy": envoy.listen,

@@ -31,7 +31,7 @@ def options(scenario: str, **kw) -> render.RenderOptions:
     if scenario == "kubernetes":
         base.update(pool=[], pool_dns="vllm-pool.default.svc.cluster.local:8000", listen="0.0.0.0:8081",
                     scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH, stats_listen="0.0.0.0:9091")
-    if scenario == "ext-proc":
+    if render.scenario(scenario).needs_ext_proc:
         base.update(ext_proc="127.0.0.1:9100")
     base.update(kw)
     return render.RenderOptions(**base)
@@ -125,7 +125,7 @@ def test_each_scenario_renders_what_its_table_row_says(name):
     config = render.render(options(name, scraper="127.0.0.1:9090"))
     filters = filter_names(config)
     assert filters[-1] == "envoy.filters.http.router"
-    assert len(filters) == (2 if row.http_filter else 1)
+    assert len(filters) == 1 + bool(row.http_filter) + row.strips_destination
     assert ("envoy.filters.http.wasm" in filters) == row.needs_wasm
     assert ("envoy.filters.http.ext_proc" in filters) == row.needs_ext_proc
     pool = cluster(config, render.POOL_CLUSTER)

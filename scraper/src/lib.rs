@@ -36,13 +36,21 @@ use scrape::ScrapeSettings;
 use selfmetrics::SelfMetrics;
 use state::PoolState;
 use vocab::Vocabulary;
+use wasm_inference_scheduler::pool::PoolSnapshot;
 
 /// Where the endpoints come from.
 #[derive(Debug, Clone)]
 pub enum DiscoverySettings {
     Static(Vec<SocketAddr>),
-    Dns { host: String, port: u16, refresh: Duration },
+    Dns {
+        host: String,
+        port: u16,
+        refresh: Duration,
+    },
     Kubernetes(K8sSettings),
+    /// Endpoints fed by the program that embeds the scraper (wis-epp's InferencePool discovery):
+    /// every value sent on the channel replaces the endpoint set.
+    Watch(watch::Receiver<Vec<SocketAddr>>),
 }
 
 /// Everything the scraper needs to run (built from flags and the config file by [`config`]).
@@ -70,6 +78,9 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// How long after discovery's first answer the first round may take at most.
     pub first_round_deadline: Duration,
+    /// The latest snapshot as a value, for a program that schedules in-process (wis-epp) and
+    /// needs no JSON round trip; `None` until the first publish.
+    pub latest: RwLock<Option<Arc<PoolSnapshot>>>,
 }
 
 /// A running scraper; dropping it stops every task.
@@ -92,6 +103,15 @@ pub async fn start(settings: Settings, resolver: Arc<dyn Resolver>) -> Result<Ru
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (shared, mut tasks) = start_in_process(&settings, resolver);
+    tasks.spawn(server::serve(listener, shared.clone()));
+    Ok(Running { listen_addr, shared, tasks })
+}
+
+/// Starts discovery, scraping and publishing without the HTTP server (`settings.listen` is not
+/// used), for a program that reads [`Shared::latest`] in-process. Must run inside a Tokio runtime;
+/// dropping the returned set stops every task.
+pub fn start_in_process(settings: &Settings, resolver: Arc<dyn Resolver>) -> (Arc<Shared>, JoinSet<()>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(PoolState::new(settings.vocabulary.engine, settings.unhealthy_after)),
         snapshot: RwLock::new(Bytes::new()),
@@ -100,6 +120,7 @@ pub async fn start(settings: Settings, resolver: Arc<dyn Resolver>) -> Result<Ru
         last_publish: Mutex::new(Instant::now()),
         ready: AtomicBool::new(false),
         first_round_deadline: settings.scrape.timeout + settings.interval * 2,
+        latest: RwLock::new(None),
     });
     tracing::info!(vocabulary = %settings.vocabulary.describe(), "metric vocabulary");
 
@@ -120,11 +141,23 @@ pub async fn start(settings: Settings, resolver: Arc<dyn Resolver>) -> Result<Ru
         DiscoverySettings::Kubernetes(k8s) => {
             tasks.spawn(discovery::run_k8s(k8s, tx, errors));
         }
+        DiscoverySettings::Watch(mut source) => {
+            tasks.spawn(async move {
+                loop {
+                    let list = discovery::normalise(source.borrow_and_update().iter().copied());
+                    tx.send_replace(list);
+                    if source.changed().await.is_err() {
+                        // The feeder is gone: keep the last list (and the sender) as static.
+                        tx.closed().await;
+                        return;
+                    }
+                }
+            });
+        }
     }
     tasks.spawn(supervise(rx, shared.clone(), settings.vocabulary.clone(), settings.scrape.clone()));
     tasks.spawn(publish(shared.clone()));
-    tasks.spawn(server::serve(listener, shared.clone()));
-    Ok(Running { listen_addr, shared, tasks })
+    (shared, tasks)
 }
 
 /// Keeps one scrape task per discovered endpoint.
@@ -217,7 +250,7 @@ async fn publish(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         *lock(&shared.last_publish) = Instant::now();
-        let ((sequence, json), counts) = {
+        let ((snapshot, json), counts) = {
             let mut state = lock(&shared.state);
             if !shared.ready.load(Ordering::Relaxed) {
                 if !state.discovered() {
@@ -228,11 +261,12 @@ async fn publish(shared: Arc<Shared>) {
                     continue;
                 }
             }
-            (state.snapshot_json(state::unix_ms()), state.counts())
+            (state.snapshot_with_json(state::unix_ms()), state.counts())
         };
         let json = Bytes::from(json);
-        shared.metrics.observe_snapshot(sequence, json.len(), counts);
+        shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
+        *shared.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
         shared.ready.store(true, Ordering::Relaxed);
     }
 }

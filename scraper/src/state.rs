@@ -205,15 +205,23 @@ impl PoolState {
     /// Generates the next snapshot and serialises it within [`SNAPSHOT_BUDGET_BYTES`] (cutting
     /// error messages if need be). Returns its sequence and its JSON.
     pub fn snapshot_json(&mut self, now_ms: u64) -> (u64, Vec<u8>) {
+        let (snapshot, json) = self.snapshot_with_json(now_ms);
+        (snapshot.sequence, json)
+    }
+
+    /// [`snapshot_json`](Self::snapshot_json), with the snapshot as a value too (for a consumer in
+    /// the same process, such as wis-epp).
+    pub fn snapshot_with_json(&mut self, now_ms: u64) -> (PoolSnapshot, Vec<u8>) {
         let mut snapshot = self.snapshot(now_ms);
         let json = snapshot.to_json();
         if json.len() <= SNAPSHOT_BUDGET_BYTES {
-            return (snapshot.sequence, json);
+            return (snapshot, json);
         }
         for failure in snapshot.endpoints.iter_mut().filter_map(|e| e.last_error.as_mut()) {
             truncate_utf8(&mut failure.message, TRIMMED_ERROR_MESSAGE_BYTES);
         }
-        (snapshot.sequence, snapshot.to_json())
+        let json = snapshot.to_json();
+        (snapshot, json)
     }
 
     /// Generates the next snapshot (sequence + 1).
