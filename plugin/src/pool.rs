@@ -34,16 +34,17 @@ use std::net::SocketAddr;
 /// The format this build reads and writes. A consumer rejects any other version with a clear error.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Upper bound on endpoints in one snapshot: an InferencePool is at most a few hundred pods; the
-/// bound keeps a corrupt or hostile snapshot from costing unbounded memory in every proxy worker.
-pub const MAX_ENDPOINTS: usize = 2048;
+/// Upper bound on endpoints in one snapshot: an InferencePool is a few hundred pods, rarely a few
+/// thousand; the bound keeps a corrupt or hostile snapshot from costing unbounded memory in every
+/// proxy worker.
+pub const MAX_ENDPOINTS: usize = 4096;
 
 /// Upper bound on the LoRA adapter names kept per list per endpoint (vLLM's `max_loras` is small).
 pub const MAX_ADAPTERS_PER_LIST: usize = 64;
 
 /// Largest snapshot document a consumer accepts: [`MAX_ENDPOINTS`] endpoints at well under 1 KiB
 /// each. The scraper keeps what it serves within it (cutting error messages first).
-pub const MAX_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Upper bound on a scrape error's message in bytes: enough for the reason, the status and a short
 /// excerpt of the body, small enough that a pool of failing pods keeps the snapshot small.
