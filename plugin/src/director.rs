@@ -233,7 +233,12 @@ impl Director {
         let flight = Flight {
             endpoint: decision.primary_address(pool).to_string(),
             prompt_tokens: ctx.memory.estimate_tokens(&request.model, request.prompt_bytes),
-            prompt_bytes: u32::try_from(request.prompt_bytes).unwrap_or(u32::MAX),
+            // Only an exact count teaches the bytes-per-token ratio (0 = no sample).
+            prompt_bytes: if request.prompt_bytes_exact {
+                u32::try_from(request.prompt_bytes).unwrap_or(u32::MAX)
+            } else {
+                0
+            },
             predicted_blocks: decision.predicted_cached_blocks,
             expects_usage: !request.stream || request.include_usage,
             model: request.model,

@@ -103,13 +103,22 @@ pub struct Pool {
     position: HashMap<EndpointId, u32>,
     /// FNV-1a of each address, for rendezvous placement without hashing strings per request.
     address_hashes: Vec<u64>,
+    /// FNV-1a of each endpoint's first served model (0: it reports none).
+    model_hashes: Vec<u64>,
 }
 
 impl Pool {
     pub(crate) fn new(snapshot: PoolSnapshot, ids: Vec<EndpointId>) -> Self {
         let position = ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
         let address_hashes = snapshot.endpoints.iter().map(|e| crate::scheduler::fnv1a(&e.address)).collect();
-        Self { snapshot, ids, position, address_hashes }
+        let model_hashes =
+            snapshot.endpoints.iter().map(|e| e.models.first().map_or(0, |m| crate::scheduler::fnv1a(m))).collect();
+        Self { snapshot, ids, position, address_hashes, model_hashes }
+    }
+
+    /// The hash of the first model the endpoint at `position` serves (0: none reported).
+    pub fn model_hash(&self, position: u32) -> u64 {
+        self.model_hashes[position as usize]
     }
 
     /// The rendezvous hash of the address at `position`.

@@ -50,6 +50,7 @@ const ROOT: u64 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
+    /// The endpoint's use clock when this entry was last used.
     tick: u64,
     /// The previous block's hash ([`ROOT`] for a first block): lets an event name a held prefix by
     /// its last block alone.
@@ -61,6 +62,7 @@ struct EndpointIndex {
     /// hash → last-use tick and the previous block's hash.
     entries: HashMap<u64, Entry>,
     /// (hash, tick) in use order; an entry whose tick differs from `entries` is stale.
+    /// Ticks count uses of this endpoint's entries (so ages are per endpoint, and replicated).
     order: VecDeque<(u64, u64)>,
     /// The pod's KV capacity in tokens (`num_gpu_blocks × block_size`), when it reports it.
     capacity_tokens: Option<u64>,
@@ -69,6 +71,22 @@ struct EndpointIndex {
     epoch: Epoch,
     /// First block of each prompt in the current run of zero reports after long predictions.
     zero_streak: Vec<u64>,
+    /// Uses of this endpoint's entries so far.
+    clock: u64,
+}
+
+impl EndpointIndex {
+    /// Uses younger than this need no refresh: an entry among the freshest quarter of what the
+    /// endpoint holds stays there until three quarters of the entries have been replaced, so moving
+    /// it to the front would change no eviction soon (and re-touching a long conversation's
+    /// hundreds of blocks on every turn is most of what recording costs).
+    fn fresh_uses(&self) -> u64 {
+        self.entries.len() as u64 / 4
+    }
+
+    fn is_fresh(&self, entry: &Entry, slack: u64) -> bool {
+        self.clock.saturating_sub(entry.tick).saturating_add(slack) < self.fresh_uses()
+    }
 }
 
 impl EndpointIndex {
@@ -80,6 +98,7 @@ impl EndpointIndex {
             scale: 1.0,
             epoch: Epoch { reports: 0, fill_sum: 0.0 },
             zero_streak: Vec::new(),
+            clock: 0,
         }
     }
 }
@@ -107,7 +126,6 @@ pub struct PrefixIndex {
     /// By endpoint id; `None` for ids never used or freed.
     endpoints: Vec<Option<EndpointIndex>>,
     holders: HashMap<u64, Holders>,
-    tick: u64,
     total: usize,
     live: usize,
 }
@@ -145,7 +163,7 @@ impl Matches {
 
 impl PrefixIndex {
     pub fn new(settings: PrefixSettings) -> Self {
-        Self { settings, endpoints: Vec::new(), holders: HashMap::new(), tick: 0, total: 0, live: 0 }
+        Self { settings, endpoints: Vec::new(), holders: HashMap::new(), total: 0, live: 0 }
     }
 
     pub fn settings(&self) -> &PrefixSettings {
@@ -234,6 +252,13 @@ impl PrefixIndex {
         };
         let mut chain = Vec::with_capacity(held as usize);
         if let Some(index) = self.index(id) {
+            // The chain was touched root first, just before its anchor: an anchor fresh by more than
+            // the chain's length means every block of the chain is fresh too.
+            if let Some(entry) = index.entries.get(&anchor)
+                && index.is_fresh(entry, u64::from(held))
+            {
+                return self.record_after(id, anchor, rest, bytes_per_token);
+            }
             let mut at = anchor;
             while chain.len() < held as usize
                 && let Some(entry) = index.entries.get(&at)
@@ -269,8 +294,14 @@ impl PrefixIndex {
     /// Marks `hash` (whose parent is `parent`) most recently used at `id`, adding it if new.
     fn touch(&mut self, id: EndpointId, hash: u64, parent: u64) {
         let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
-        self.tick += 1;
-        if index.entries.insert(hash, Entry { tick: self.tick, parent }).is_none() {
+        if let Some(entry) = index.entries.get(&hash)
+            && index.is_fresh(entry, 0)
+        {
+            return;
+        }
+        index.clock += 1;
+        let tick = index.clock;
+        if index.entries.insert(hash, Entry { tick, parent }).is_none() {
             self.total += 1;
             match self.holders.get_mut(&hash) {
                 None => {
@@ -283,7 +314,7 @@ impl PrefixIndex {
                 Some(Holders::Many(ids)) => ids.push(id),
             }
         }
-        index.order.push_back((hash, self.tick));
+        index.order.push_back((hash, tick));
     }
 
     /// Feedback from the pod: it reported `observed` cached blocks (already converted to the index's
@@ -618,6 +649,34 @@ mod tests {
         // An anchor the index does not hold refreshes nothing but still records what follows.
         anchored.record_held(id(1), 3, &[99, 100], BPT);
         assert_eq!(anchored.matched_blocks(&[100], id(1)), 1);
+    }
+
+    #[test]
+    fn a_fresh_prompt_is_not_touched_again_but_an_old_one_is() {
+        let mut index = PrefixIndex::new(settings(2000, 1_000_000));
+        for b in 0..900u64 {
+            index.record(id(0), &[50_000 + b], BPT);
+        }
+        let hot: Vec<u64> = (1..=100).collect();
+        index.record(id(0), &hot, BPT);
+        let queued = index.queued();
+        for _ in 0..50 {
+            index.record(id(0), &hot, BPT);
+            index.record_held(id(0), 100, &[100], BPT);
+        }
+        assert_eq!(index.queued(), queued, "re-recording a prompt among the freshest quarter queues nothing");
+        // Enough newer traffic makes it old: then it is refreshed and outlives what came after.
+        for b in 0..900u64 {
+            index.record(id(0), &[10_000 + b], BPT);
+        }
+        index.record_held(id(0), 100, &[100], BPT);
+        assert!(index.queued() > queued + 900, "the old prompt was refreshed");
+        for b in 0..900u64 {
+            index.record(id(0), &[20_000 + b], BPT);
+        }
+        assert_eq!(index.endpoint_len(id(0)), 2000);
+        assert_eq!(index.matched_blocks(&hot, id(0)), 100, "the refreshed prompt survived");
+        assert_eq!(index.matched_blocks(&[50_000], id(0)), 0, "the untouched oldest went");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use crate::config::PluginConfig;
 use crate::prefix;
 use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 
@@ -50,8 +51,12 @@ pub struct SchedulingRequest {
     pub lora_adapter: Option<String>,
     /// The start of the prompt, as much as prefix hashing reads, never more.
     pub prompt_prefix: String,
-    /// UTF-8 bytes of the whole prompt text as the plugin reads it (escapes decoded).
+    /// UTF-8 bytes of the whole prompt text as the plugin reads it (escapes decoded); beyond the
+    /// hashed prefix, the raw JSON length (see `prompt_bytes_exact`).
     pub prompt_bytes: usize,
+    /// `prompt_bytes` is exact: the whole prompt fitted the hashed prefix. Only exact counts teach
+    /// the bytes-per-token ratio.
+    pub prompt_bytes_exact: bool,
     pub cache_salt: Option<String>,
     pub stream: bool,
     pub include_usage: bool,
@@ -104,7 +109,7 @@ struct Body<'a> {
     #[serde(borrow, default)]
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Messages<'a>>,
     #[serde(borrow, default)]
     prompt: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -125,6 +130,91 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
 }
 
+/// Visitor methods for every JSON value but arrays and objects, all giving `$value`.
+macro_rules! other_values_are {
+    ($value:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// `messages` as the body has it, read in the same pass as the body (a 400 KB conversation is
+/// scanned once): the message objects, or the fact that it was something else (an error that names
+/// the field, rather than a JSON syntax error).
+enum Messages<'a> {
+    List(Vec<Option<Message<'a>>>),
+    NotAnArray,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = Messages<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of message objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(message) = seq.next_element::<MaybeMessage<'a>>()? {
+                    list.push(message.0);
+                }
+                Ok(Messages::List(list))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                drain_map(map).map(|()| Messages::NotAnArray)
+            }
+            other_values_are!(Messages::NotAnArray);
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+/// One element of `messages`: a message object, or `None` for anything else.
+struct MaybeMessage<'a>(Option<Message<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeMessage<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = MaybeMessage<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Message::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|m| MaybeMessage(Some(m)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeMessage(None))
+            }
+            other_values_are!(MaybeMessage(None));
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Part<'a> {
     #[serde(rename = "type", default)]
@@ -139,16 +229,20 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Collects prompt text up to a byte budget, and measures all of it.
+/// Collects prompt text up to a byte budget, and measures all of it: exactly while it fits the
+/// budget, by its raw JSON length beyond (a prompt longer than the hashed prefix is not scanned
+/// again just to be measured; its byte count is then approximate, and `exact` says so).
 struct PromptText {
     text: String,
     budget: usize,
     total_bytes: usize,
+    exact: bool,
 }
 
 impl PromptText {
-    fn new(budget: usize) -> Self {
-        Self { text: String::new(), budget, total_bytes: 0 }
+    /// `expected`: how much text there may be (the body's length), to allocate once.
+    fn new(budget: usize, expected: usize) -> Self {
+        Self { text: String::with_capacity(budget.min(expected)), budget, total_bytes: 0, exact: true }
     }
 
     fn push_str(&mut self, s: &str) {
@@ -165,11 +259,14 @@ impl PromptText {
 
     /// A raw JSON string: unescaped up to the remaining budget only.
     fn push_raw_string(&mut self, raw: &str) -> Result<(), ()> {
-        self.total_bytes += unescaped_len(raw)?;
         let room = self.budget.saturating_sub(self.text.len());
-        if room > 0 {
-            unescape_prefix(raw, room, &mut self.text)?;
+        let before = self.text.len();
+        if room > 0 && unescape_prefix(raw, room, &mut self.text)? {
+            self.total_bytes += self.text.len() - before;
+            return Ok(());
         }
+        self.total_bytes += raw.len().saturating_sub(2).max(self.text.len() - before);
+        self.exact = false;
         Ok(())
     }
 }
@@ -184,7 +281,7 @@ pub fn parse_request(
     let parsed = parse_body(body)?;
     let model = read_model(parsed.model)?;
     let lora_adapter = resolve_model(&model, config)?;
-    let (api, prompt) = read_prompt_text(api, &parsed, config)?;
+    let (api, prompt) = read_prompt_text(api, &parsed, config, body.len())?;
     let stream = optional(parsed.stream, "stream", "a boolean")?.unwrap_or(false);
     let include_usage = match parsed.stream_options {
         Some(raw) if raw.get() != "null" => serde_json::from_str::<StreamOptions>(raw.get())
@@ -211,6 +308,7 @@ pub fn parse_request(
         model,
         lora_adapter,
         prompt_bytes: prompt.total_bytes,
+        prompt_bytes_exact: prompt.exact,
         prompt_prefix: prompt.text,
         cache_salt,
         stream,
@@ -248,16 +346,21 @@ fn read_model(raw: Option<&RawValue>) -> Result<String, RequestError> {
 
 /// The prompt (chat messages or completions prompt), up to the hashing budget, and the API it
 /// really is (a custom completions-style path may carry chat messages).
-fn read_prompt_text(api: ApiKind, parsed: &Body, config: &PluginConfig) -> Result<(ApiKind, PromptText), RequestError> {
+fn read_prompt_text(
+    api: ApiKind,
+    parsed: &Body,
+    config: &PluginConfig,
+    body_len: usize,
+) -> Result<(ApiKind, PromptText), RequestError> {
     let budget = config.prefix.block_bytes.saturating_mul(config.prefix.max_prefix_blocks);
-    let mut prompt = PromptText::new(budget);
+    let mut prompt = PromptText::new(budget, body_len);
     let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
         (ApiKind::Completions, true, false) => ApiKind::ChatCompletions,
         (api, _, _) => api,
     };
     match api {
         ApiKind::ChatCompletions => {
-            read_messages(parsed.messages.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?
+            read_messages(parsed.messages.as_ref().ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?
         }
         ApiKind::Completions => read_prompt(parsed.prompt.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?,
     }
@@ -290,14 +393,14 @@ fn optional<T: serde::de::DeserializeOwned>(
 
 /// Chat messages: each contributes `role: content\n`, content being a string or text parts
 /// (other part types contribute a stable marker, so an image changes the prefix identically).
-fn read_messages(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestError> {
+fn read_messages(messages: &Messages, prompt: &mut PromptText) -> Result<(), RequestError> {
     const EXPECTED: &str = "an array of message objects";
-    let messages: Vec<Message> =
-        serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidField("messages", EXPECTED))?;
+    let Messages::List(messages) = messages else { return Err(RequestError::InvalidField("messages", EXPECTED)) };
     if messages.is_empty() {
         return Err(RequestError::InvalidField("messages", "a non-empty array"));
     }
     for message in messages {
+        let message = message.as_ref().ok_or(RequestError::InvalidField("messages", EXPECTED))?;
         let role = match message.role {
             Some(raw) => serde_json::from_str::<String>(raw.get())
                 .map_err(|_| RequestError::InvalidField("messages[].role", "a string"))?,
@@ -372,97 +475,71 @@ fn read_prompt(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestErr
     }
 }
 
-/// UTF-8 length of the JSON string literal `raw` (with its quotes) once unescaped, without
-/// unescaping it: one pass, escapes decoded by length only.
-fn unescaped_len(raw: &str) -> Result<usize, ()> {
-    let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or(())?.as_bytes();
-    let (mut len, mut i) = (0usize, 0usize);
-    while let Some(at) = inner[i..].iter().position(|&b| b == b'\\') {
-        len += at;
-        i += at + 1;
-        match inner.get(i).ok_or(())? {
-            b'u' => {
-                let code = hex4(inner.get(i + 1..i + 5).ok_or(())?)?;
-                i += 5;
-                len += if (0xD800..0xDC00).contains(&code) {
-                    // A surrogate pair (`\uD83D\uDE00`) is one 4-byte character.
-                    if inner.get(i..i + 2) != Some(b"\\u") {
-                        return Err(());
-                    }
-                    i += 6;
-                    4
-                } else {
-                    char::from_u32(code).map_or(3, char::len_utf8)
-                };
-            }
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                len += 1;
-                i += 1;
-            }
-            _ => return Err(()),
-        }
-    }
-    Ok(len + inner.len() - i)
-}
-
 fn hex4(digits: &[u8]) -> Result<u32, ()> {
     digits.iter().try_fold(0u32, |v, &d| Ok(v * 16 + char::from(d).to_digit(16).ok_or(())?))
 }
 
 /// Unescapes the JSON string literal `raw` (with its quotes) into `out`, stopping after `max_bytes`
 /// bytes of output. Errors on an invalid escape within the part read.
-fn unescape_prefix(raw: &str, max_bytes: usize, out: &mut String) -> Result<(), ()> {
+fn unescape_prefix(raw: &str, max_bytes: usize, out: &mut String) -> Result<bool, ()> {
     let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or(())?;
     let start = out.len();
-    let mut chars = inner.chars();
-    while out.len() - start < max_bytes {
-        let Some(c) = chars.next() else { break };
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let decoded = match chars.next().ok_or(())? {
-            '"' => '"',
-            '\\' => '\\',
-            '/' => '/',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'u' => {
-                let hi = read_hex4(&mut chars)?;
-                if (0xD800..0xDC00).contains(&hi) {
-                    // A surrogate pair: `\uD83D\uDE00`.
-                    if chars.next() != Some('\\') || chars.next() != Some('u') {
-                        return Err(());
-                    }
-                    let lo = read_hex4(&mut chars)?;
-                    let code = 0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00).ok_or(())? & 0x3FF);
-                    char::from_u32(code).ok_or(())?
-                } else {
-                    char::from_u32(hi).unwrap_or('\u{FFFD}')
-                }
+    let mut rest = inner;
+    loop {
+        let room = max_bytes - (out.len() - start);
+        // Copy the run up to the next escape at once (most text has none).
+        let run = rest.find('\\').unwrap_or(rest.len());
+        if run >= room {
+            let mut end = room;
+            while !rest.is_char_boundary(end) {
+                end -= 1;
             }
-            _ => return Err(()),
-        };
+            out.push_str(&rest[..end]);
+            return Ok(rest.len() == end);
+        }
+        out.push_str(&rest[..run]);
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return Ok(true);
+        }
+        let (decoded, len) = decode_escape(rest.as_bytes())?;
+        if decoded.len_utf8() > max_bytes - (out.len() - start) {
+            // Never exceed the budget, even by a multi-byte character.
+            return Ok(false);
+        }
         out.push(decoded);
+        rest = &rest[len..];
     }
-    // Never exceed the budget, even by a multi-byte character.
-    let mut end = start + max_bytes.min(out.len() - start);
-    while !out.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.truncate(end);
-    Ok(())
 }
 
-fn read_hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, ()> {
-    let mut value = 0u32;
-    for _ in 0..4 {
-        value = value * 16 + chars.next().and_then(|c| c.to_digit(16)).ok_or(())?;
-    }
-    Ok(value)
+/// The character an escape at the start of `bytes` (`\n`, `\u00e9`, a surrogate pair) stands for,
+/// and how many bytes it takes.
+fn decode_escape(bytes: &[u8]) -> Result<(char, usize), ()> {
+    let decoded = match bytes.get(1).ok_or(())? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(bytes.get(2..6).ok_or(())?)?;
+            if !(0xD800..0xDC00).contains(&hi) {
+                return Ok((char::from_u32(hi).unwrap_or('\u{FFFD}'), 6));
+            }
+            // A surrogate pair: `\uD83D\uDE00`.
+            if bytes.get(6..8) != Some(b"\\u") {
+                return Err(());
+            }
+            let lo = hex4(bytes.get(8..12).ok_or(())?)?;
+            let code = 0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00).ok_or(())? & 0x3FF);
+            return Ok((char::from_u32(code).ok_or(())?, 12));
+        }
+        _ => return Err(()),
+    };
+    Ok((decoded, 2))
 }
 
 #[cfg(test)]

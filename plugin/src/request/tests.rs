@@ -89,7 +89,8 @@ fn a_huge_prompt_copies_and_hashes_only_the_bounded_prefix() {
     let budget = c.prefix.block_bytes * c.prefix.max_prefix_blocks;
     assert!(r.prompt_prefix.len() <= budget, "{} > {budget}", r.prompt_prefix.len());
     assert!(r.block_hashes.len() <= c.prefix.max_prefix_blocks);
-    assert_eq!(r.prompt_bytes, "user: ".len() + 400_000 + 1);
+    assert_eq!(r.prompt_bytes, "user: ".len() + 400_000 + 1, "its raw length, not scanned again");
+    assert!(!r.prompt_bytes_exact, "beyond the hashed prefix the count is not exact");
 }
 
 #[test]
@@ -102,11 +103,9 @@ fn prompt_bytes_are_the_unescaped_utf8_length_however_the_client_escaped_it() {
         let body = format!(r#"{{"model":"m","prompt":{literal}}}"#);
         let r = parse(ApiKind::Completions, &body).unwrap();
         assert_eq!(r.prompt_bytes, text.len(), "{literal}");
+        assert!(r.prompt_bytes_exact);
         assert_eq!(r.prompt_prefix, text);
     }
-    assert_eq!(unescaped_len(r#""a\u00e9\ud83d\ude00\n""#), Ok(1 + 2 + 4 + 1));
-    assert!(unescaped_len(r#""bad \q""#).is_err());
-    assert!(unescaped_len(r#""cut \u12""#).is_err());
 }
 
 #[test]
@@ -115,9 +114,27 @@ fn unescaping_handles_unicode_and_stops_at_the_budget() {
     unescape_prefix(r#""a\u00e9\ud83d\ude00\n""#, 100, &mut out).unwrap();
     assert_eq!(out, "aé😀\n");
     let mut out = String::new();
-    unescape_prefix(r#""héllo""#, 2, &mut out).unwrap();
+    assert_eq!(unescape_prefix(r#""héllo""#, 2, &mut out), Ok(false));
     assert_eq!(out, "h");
+    let mut out = String::new();
+    assert_eq!(unescape_prefix(r#""a\u00e9b""#, 2, &mut out), Ok(false), "é does not fit in the last byte");
+    assert_eq!(out, "a");
+    assert_eq!(unescape_prefix(r#""ab""#, 2, &mut String::new()), Ok(true), "exactly the budget: all of it");
     assert!(unescape_prefix(r#""bad \q""#, 100, &mut String::new()).is_err());
+    assert!(unescape_prefix(r#""cut \u12""#, 100, &mut String::new()).is_err());
+}
+
+#[test]
+fn messages_that_are_not_message_objects_name_the_field() {
+    let chat = ApiKind::ChatCompletions;
+    for messages in [r#"{"role":"user"}"#, r#"["hi"]"#, r#"[[1]]"#, "7", "true"] {
+        let body = format!(r#"{{"model":"m","messages":{messages}}}"#);
+        assert_eq!(
+            parse(chat, &body).map(|_| ()),
+            Err(RequestError::InvalidField("messages", "an array of message objects")),
+            "{messages}"
+        );
+    }
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub struct Candidate<'a> {
     pub metrics_known: bool,
     /// A hash of the address, for rendezvous placement (computed once per snapshot).
     pub address_hash: u64,
+    /// A hash of the first model the pod reports serving (0: none), so the model filter compares
+    /// strings only when the hashes differ (computed once per snapshot).
+    pub model_hash: u64,
 }
 
 impl Candidate<'_> {

@@ -11,10 +11,14 @@ use crate::scheduler::{Candidate, Exclusion, ScheduleError};
 
 pub struct ModelFilter;
 
-fn serves(c: &Candidate, model: &str) -> bool {
+/// Whether the candidate serves `model` (whose 64-bit hash is `model_hash`). The first model is
+/// compared by hash, computed once per snapshot (a collision would send one request to a pod that
+/// answers 404, at odds of 2⁻⁶⁴); further models and adapters by name.
+fn serves(c: &Candidate, model: &str, model_hash: u64) -> bool {
     let e = c.endpoint;
     e.models.is_empty()
-        || e.models.iter().any(|m| m == model)
+        || c.model_hash == model_hash
+        || e.models.iter().skip(1).any(|m| m == model)
         || e.metrics.lora.as_ref().is_some_and(|l| l.running.iter().chain(&l.waiting).any(|a| a == model))
 }
 
@@ -28,7 +32,8 @@ impl Filter for ModelFilter {
             return Ok(());
         }
         let model = request.model.as_str();
-        let left = set.retain(|c| (!serves(c, model)).then_some(Exclusion::WrongModel));
+        let model_hash = crate::scheduler::fnv1a(model);
+        let left = set.retain(|c| (!serves(c, model, model_hash)).then_some(Exclusion::WrongModel));
         if left == 0 { Err(ScheduleError::ModelNotServed(request.model.clone())) } else { Ok(()) }
     }
 }

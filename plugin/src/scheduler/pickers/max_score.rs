@@ -9,7 +9,7 @@
 //! pod for a rounding difference. Fallbacks are the remaining candidates by total, ties by the same
 //! rendezvous rank.
 
-use super::{PickInput, Picker, push_fallbacks, rank};
+use super::{PickInput, Picker, push_fallbacks, ranks};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -39,8 +39,9 @@ impl Picker for MaxScorePicker {
         if n == 0 {
             return;
         }
-        let Some(top) = (0..n)
-            .max_by(|&a, &b| input.totals[a].total_cmp(&input.totals[b]).then(rank(input, a).cmp(&rank(input, b))))
+        let ranks = ranks(input);
+        let Some(top) =
+            (0..n).max_by(|&a, &b| input.totals[a].total_cmp(&input.totals[b]).then(ranks[a].cmp(&ranks[b])))
         else {
             return;
         };
@@ -53,7 +54,7 @@ impl Picker for MaxScorePicker {
         let mut within: Option<(u64, usize)> = None;
         let mut any: Option<(u64, usize)> = None;
         for i in (0..n).filter(|&i| input.totals[i] >= floor && input.candidates[i].prefix_matched >= held) {
-            let r = (rank(input, i), i);
+            let r = (ranks[i], i);
             any = any.max(Some(r));
             if f64::from(input.candidates[i].in_flight.requests) <= bound {
                 within = within.max(Some(r));
@@ -61,7 +62,7 @@ impl Picker for MaxScorePicker {
         }
         let Some((_, primary)) = within.or(any) else { return };
         out.push(primary);
-        push_fallbacks(input, primary, fallbacks, out);
+        push_fallbacks(input, &ranks, primary, fallbacks, out);
     }
 }
 

@@ -32,21 +32,25 @@ pub(crate) fn uniform(seed: u64, n: usize) -> usize {
     (super::mix64(seed) % n.max(1) as u64) as usize
 }
 
-/// The rendezvous rank of candidate `i` for `key`: the same on every gateway replica.
-pub(crate) fn rank(input: &PickInput, i: usize) -> u64 {
-    super::mix64(input.key ^ input.candidates[i].address_hash)
+/// The rendezvous rank of every candidate for the request's key: the same on every gateway replica.
+pub(crate) fn ranks(input: &PickInput) -> Vec<u64> {
+    input.candidates.iter().map(|c| super::mix64(input.key ^ c.address_hash)).collect()
 }
 
 /// Appends the `count` best candidates other than `primary`, by total then rendezvous rank: a
 /// partial selection (no sort of the whole pool).
-pub(crate) fn push_fallbacks(input: &PickInput, primary: usize, count: usize, out: &mut Vec<usize>) {
+pub(crate) fn push_fallbacks(input: &PickInput, ranks: &[u64], primary: usize, count: usize, out: &mut Vec<usize>) {
     let better = |a: usize, b: usize| {
         let (ta, tb) = (input.totals[a], input.totals[b]);
-        ta > tb || (ta == tb && rank(input, a) > rank(input, b))
+        ta > tb || (ta == tb && ranks[a] > ranks[b])
     };
     let start = out.len();
     for i in 0..input.candidates.len() {
-        if i == primary {
+        if i == primary || count == 0 {
+            continue;
+        }
+        // Cheap reject: not better than the current last of a full list.
+        if out.len() - start == count && !better(i, out[out.len() - 1]) {
             continue;
         }
         let mut at = out.len();

@@ -1,6 +1,6 @@
 //! `random-picker`: uniform, from the request's seed; fallbacks by total.
 
-use super::{PickInput, Picker, push_fallbacks, uniform};
+use super::{PickInput, Picker, push_fallbacks, ranks, uniform};
 
 pub struct RandomPicker;
 
@@ -16,7 +16,7 @@ impl Picker for RandomPicker {
         }
         let primary = uniform(input.seed, n);
         out.push(primary);
-        push_fallbacks(input, primary, fallbacks, out);
+        push_fallbacks(input, &ranks(input), primary, fallbacks, out);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `weighted-random-picker`: probability proportional to the total score (uniform when every total
 //! is zero); fallbacks by total.
 
-use super::{PickInput, Picker, push_fallbacks, uniform};
+use super::{PickInput, Picker, push_fallbacks, ranks, uniform};
 use crate::scheduler::mix64;
 
 pub struct WeightedRandomPicker;
@@ -33,7 +33,7 @@ impl Picker for WeightedRandomPicker {
             chosen
         };
         out.push(primary);
-        push_fallbacks(input, primary, fallbacks, out);
+        push_fallbacks(input, &ranks(input), primary, fallbacks, out);
     }
 }
 

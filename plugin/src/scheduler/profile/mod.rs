@@ -246,6 +246,7 @@ impl Scheduler {
                 metrics_age_ms: endpoint.metrics_age_ms(ctx.now_ms),
                 metrics_known: true,
                 address_hash: pool.address_hash(i as u32),
+                model_hash: pool.model_hash(i as u32),
             })
             .collect())
     }
@@ -279,7 +280,7 @@ impl Scheduler {
         scratch.totals.resize(n, 0.0);
         let mut per_scorer = Vec::new();
         for scorer in &self.scorers {
-            scratch.scores.clear();
+            // Every scorer writes every entry: only the length needs setting, not the contents.
             scratch.scores.resize(n, 0.0);
             scorer.scorer.score(request, candidates, &mut scratch.scores);
             for (total, score) in scratch.totals.iter_mut().zip(scratch.scores.iter_mut()) {

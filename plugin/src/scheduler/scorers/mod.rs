@@ -81,6 +81,7 @@ pub(crate) mod test_support {
                 metrics_age_ms: 0,
                 metrics_known: true,
                 address_hash: crate::scheduler::fnv1a(&e.address),
+                model_hash: e.models.first().map_or(0, |m| crate::scheduler::fnv1a(m)),
             })
             .collect()
     }
