@@ -42,9 +42,11 @@ pub const MAX_ENDPOINTS: usize = 4096;
 /// Upper bound on the LoRA adapter names kept per list per endpoint (vLLM's `max_loras` is small).
 pub const MAX_ADAPTERS_PER_LIST: usize = 64;
 
-/// Largest snapshot document a consumer accepts: [`MAX_ENDPOINTS`] endpoints at well under 1 KiB
-/// each. The scraper keeps what it serves within it (cutting error messages first).
-pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
+/// Largest snapshot document a consumer accepts. A typical endpoint is ~450 bytes of JSON; one
+/// with every list at its cap is ~1.6 KiB, and ~1.75 KiB once failing with its error message cut
+/// (see the scraper), so [`MAX_ENDPOINTS`] such endpoints (~7.2 MB) fit by construction: the
+/// scraper can always serve a pool at the format's caps instead of the pool going dark.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Upper bound on a scrape error's message in bytes: enough for the reason, the status and a short
 /// excerpt of the body, small enough that a pool of failing pods keeps the snapshot small.
