@@ -156,7 +156,13 @@ fn unbase64url(text: &str) -> Option<Vec<u8>> {
             let v = ALPHABET.iter().position(|&a| a == c)? as u32;
             n |= v << (18 - 6 * i);
         }
-        for i in 0..chunk.len() - 1 {
+        let bytes = chunk.len() - 1;
+        // Canonical only: the bits past the last whole byte must be zero, so every token string
+        // names one byte string (a changed last character is a different, invalid token).
+        if n & (0x00ff_ffff >> (8 * bytes)) != 0 {
+            return None;
+        }
+        for i in 0..bytes {
             out.push((n >> (16 - 8 * i)) as u8);
         }
     }
@@ -218,5 +224,22 @@ mod tests {
             base64url(&bytes, &mut s);
             assert_eq!(unbase64url(&s), Some(bytes));
         }
+    }
+
+    #[test]
+    fn a_token_with_its_last_character_changed_is_rejected_whatever_the_change() {
+        // 28 raw bytes end in a 2-character group whose last character carries 2 bits: a decoder
+        // ignoring the other 4 would accept some changed tokens as the original.
+        let k = key();
+        let token = k.issue(&k.pseudonym("10.0.0.7:8000"), 1_000_000);
+        let last = token.len() - 1;
+        for &c in ALPHABET.iter().filter(|&&c| c != token.as_bytes()[last]) {
+            let mut changed = token.clone().into_bytes();
+            changed[last] = c;
+            let changed = String::from_utf8(changed).unwrap();
+            assert_eq!(k.verify(&changed, 1_000_000), Err(TokenRejection::Invalid), "{changed}");
+        }
+        assert_eq!(unbase64url("AB"), None, "non-zero padding bits");
+        assert_eq!(unbase64url("AQ"), Some(vec![1]));
     }
 }
