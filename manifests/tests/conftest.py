@@ -1,3 +1,7 @@
+"""Shared by the manifest tests: rendering with a real `kubectl kustomize`, the official CRDs,
+configure_overlay.py run the way docs/deploy.md runs it, and the rendered overlays (`rendered`,
+`overlay_objs`, `configured`) with the helpers that find objects in them."""
+
 import os
 import subprocess
 import sys
@@ -52,3 +56,43 @@ def configure(tmp_path: Path, template: str, *extra: str) -> Path:
     res = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     return out
+
+
+OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").exists())
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):
+    return request.param, render(MANIFESTS / "overlays" / request.param)
+
+
+@pytest.fixture(scope="module")
+def overlay_objs():
+    return {name: render(MANIFESTS / "overlays" / name) for name in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    """Each template as docs/deploy.md configures it, plus gke-envoy with the plugin image volume."""
+    tmp = tmp_path_factory.mktemp("configured")
+    out = {t: render(configure(tmp, t)) for t in OVERLAYS}
+    out["gke-envoy+image-volume"] = render(configure(tmp / "iv", "gke-envoy", "--image-volume"))
+    return out
+
+
+def by_kind(objs, kind):
+    return [o for o in objs if o["kind"] == kind]
+
+
+def get(objs, kind, name):
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert found, f"{kind}/{name} not rendered"
+    return found[0]
+
+
+def container(workload, name):
+    return next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def env_of(c):
+    return {e["name"]: e for e in c.get("env") or []}

@@ -1,57 +1,21 @@
 """Every overlay renders with real Kustomize, every object validates against its schema, and the
-objects are wired the way the architecture says (what a platform engineer checks before applying)."""
+objects are wired the way the architecture says (what a platform engineer checks before applying):
+every overlay, the GKE reference architecture, the self-managed Envoy path, and our images tagged in
+one place. The node pools and rollouts are checked in test_capacity.py, the validator's own findings
+in test_validator.py; the rendered overlays and the helpers that find objects in them are in
+conftest.py."""
 
-import copy
 import json
 import re
 
-import capacity
 import pytest
 import validate
 import yaml
-from conftest import CONFIGURED, CRDS, MANIFESTS, ROOT, configure, render
+from conftest import CONFIGURED, CRDS, MANIFESTS, OVERLAYS, ROOT, by_kind, container, env_of, get
 
-OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 GKE_OVERLAYS = ["gke", "gke-envoy"]
 ENVOY_OVERLAYS = ["gke-envoy", "local"]
 MODEL = "Qwen/Qwen3-0.6B"
-
-
-@pytest.fixture(scope="module", params=OVERLAYS)
-def rendered(request):
-    return request.param, render(MANIFESTS / "overlays" / request.param)
-
-
-@pytest.fixture(scope="module")
-def overlay_objs():
-    return {name: render(MANIFESTS / "overlays" / name) for name in OVERLAYS}
-
-
-@pytest.fixture(scope="module")
-def configured(tmp_path_factory):
-    """Each template as docs/deploy.md configures it, plus gke-envoy with the plugin image volume."""
-    tmp = tmp_path_factory.mktemp("configured")
-    out = {t: render(configure(tmp, t)) for t in OVERLAYS}
-    out["gke-envoy+image-volume"] = render(configure(tmp / "iv", "gke-envoy", "--image-volume"))
-    return out
-
-
-def by_kind(objs, kind):
-    return [o for o in objs if o["kind"] == kind]
-
-
-def get(objs, kind, name):
-    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert found, f"{kind}/{name} not rendered"
-    return found[0]
-
-
-def container(workload, name):
-    return next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name)
-
-
-def env_of(c):
-    return {e["name"]: e for e in c.get("env") or []}
 
 
 def chat_gateway_url(objs):
@@ -330,58 +294,6 @@ def test_the_session_secret_reaches_the_scheduler_from_a_secret(workload, overla
     assert ref == {"name": "wis-session-secret", "key": "secret", "optional": True}
 
 
-# ---- node pools and rollouts -------------------------------------------------------------------
-
-
-def test_requests_fit_the_documented_node_pools(rendered):
-    name, objs = rendered
-    assert capacity.node_pool_errors(objs, capacity.POOLS_BY_OVERLAY[name]) == []
-
-
-def test_the_node_pools_are_the_ones_docs_deploy_creates():
-    docs = (ROOT / "docs" / "deploy.md").read_text()
-    default, gpu = capacity.GKE_POOLS["default"], capacity.GKE_POOLS["gpu"]
-    create = re.search(r"gcloud container clusters create .*?(?=\n\n|\n```)", docs, re.S).group(0)
-    assert f"--machine-type {default.machine_type}" in create and f"--num-nodes {default.nodes}" in create
-    pool = re.search(r"gcloud container node-pools create .*?(?=\n\n|\n```)", docs, re.S).group(0)
-    assert f"--machine-type {gpu.machine_type}" in pool and f"--num-nodes {gpu.nodes}" in pool
-    assert f"count={gpu.gpus}" in pool
-
-
-def test_every_deployment_outlasts_its_startup(rendered):
-    _, objs = rendered
-    assert capacity.rollout_errors(objs) == []
-
-
-def test_node_pool_and_rollout_checks_name_the_problem(overlay_objs):
-    objs = copy.deepcopy(overlay_objs["gke-envoy"])
-    gw = get(objs, "Deployment", "wis-gateway")
-    container(gw, "envoy")["resources"]["requests"]["cpu"] = "2"  # the old 2-vCPU request
-    errs = capacity.node_pool_errors(objs, capacity.GKE_POOLS)
-    assert any(e.startswith("pool default (1 x e2-standard-4): pods request") for e in errs), errs
-    vllm = get(objs, "StatefulSet", "vllm-qwen3")
-    vllm["spec"]["replicas"] = 3
-    errs = capacity.node_pool_errors(objs, capacity.GKE_POOLS)
-    assert any("pods request 3 GPUs" in e for e in errs), errs
-    # A Deployment whose startup probe allows 20 minutes under the default 600 s deadline.
-    chat = get(objs, "Deployment", "wis-chat")
-    container(chat, "chat")["startupProbe"] = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10,
-                                               "failureThreshold": 120}
-    errs = capacity.rollout_errors(objs)
-    assert errs and errs[0].startswith("Deployment/wis-chat: spec.progressDeadlineSeconds: 600 s")
-    chat["spec"]["progressDeadlineSeconds"] = 1500
-    assert capacity.rollout_errors(objs) == []
-
-
-def test_a_surging_deployment_counts_its_extra_pod():
-    d = {"kind": "Deployment", "spec": {"replicas": 2}}
-    assert capacity.peak_pods(d) == 3
-    d["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
-    assert capacity.peak_pods(d) == 2
-    assert capacity.peak_pods({"kind": "StatefulSet", "spec": {"replicas": 2}}) == 2
-    assert capacity.memory_mi("16Gi") == 16384 and capacity.cpu_m("250m") == 250 and capacity.cpu_m("4") == 4000
-
-
 # ---- images: tagged in one place --------------------------------------------------------------
 
 
@@ -408,153 +320,3 @@ def test_a_configured_overlay_pulls_every_image_of_ours_from_one_registry_and_ta
         assert all(i.startswith(CONFIGURED["registry"] + "/") and i.endswith(":" + CONFIGURED["tag"]) for i in ours), (name, ours)
         others = set(images) - set(ours)
         assert others <= {"docker.io/vllm/vllm-openai:v0.11.0", "docker.io/envoyproxy/envoy:v1.40.0"}, others
-
-
-# ---- the validator names each mistake ----------------------------------------------------------
-
-
-def test_broken_fixture_names_object_and_field(crds):
-    objs = validate.load_objects((MANIFESTS / "tests" / "fixtures" / "broken.yaml").read_text())
-    errs = "\n".join(validate.validate(objs, crds))
-    assert "Deployment/broken-deploy: spec.replicas:" in errs
-    assert "HTTPRoute/broken-route: spec.rules[0].backendRefs[0].port:" in errs
-    assert "GCPBackendPolicy/broken-policy: spec.default.iap:" in errs and "oauthSecret" in errs
-
-
-def mutate(objs, name, fn):
-    out = copy.deepcopy(objs)
-    fn(next(o for o in out if validate.obj_name(o) == name))
-    return out
-
-
-def first(items, **match):
-    return next(i for i in items if all(i.get(k) == v for k, v in match.items()))
-
-
-MISTAKES = [
-    ("gke", "Deployment/wis-epp",
-     lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="us-docker.pkg.dev/p/wis/wis-epp:latest"),
-     "Deployment/wis-epp: spec.template.spec.containers[0].image: image 'us-docker.pkg.dev/p/wis/wis-epp:latest' uses the moving tag"),
-    ("gke", "Deployment/wis-chat",
-     lambda o: o["spec"]["template"]["spec"]["containers"][0].pop("resources"),
-     "Deployment/wis-chat: spec.template.spec.containers[0].resources.requests.cpu: not set"),
-    ("gke", "Deployment/wis-chat",
-     lambda o: o["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "OPENAI_API_KEY", "value": "x"}),
-     "Deployment/wis-chat: spec.template.spec.containers[0].env[5].value: OPENAI_API_KEY is set inline"),
-    ("gke", "Service/wis-chat",
-     lambda o: o["spec"]["ports"][0].update(targetPort="web"),
-     "Service/wis-chat: spec.ports[0].targetPort: 'web' is no container port of Deployment/wis-chat"),
-    ("gke", "StatefulSet/vllm-qwen3",
-     lambda o: o["spec"]["selector"]["matchLabels"].update({"tier": "gpu"}),
-     "StatefulSet/vllm-qwen3: spec.selector.matchLabels.tier:"),
-    ("gke", "InferencePool/vllm-qwen3",
-     lambda o: o["spec"]["targetPorts"][0].update(number=9000),
-     "InferencePool/vllm-qwen3: spec.targetPorts[0].number: 9000 is no container port"),
-    ("gke", "InferencePool/vllm-qwen3",
-     lambda o: o["spec"]["endpointPickerRef"]["port"].update(number=9003),
-     "InferencePool/vllm-qwen3: spec.endpointPickerRef.port.number: 9003 is no port of Service/wis-epp"),
-    ("gke", "InferencePool/vllm-qwen3",
-     lambda o: o["spec"]["endpointPickerRef"].pop("port"),
-     "InferencePool/vllm-qwen3: spec.endpointPickerRef.port: required when kind is Service"),
-    ("gke", "InferencePool/vllm-qwen3",
-     lambda o: o["spec"]["endpointPickerRef"].update(failureMode="FailOpn"),
-     "InferencePool/vllm-qwen3: spec.endpointPickerRef.failureMode:"),
-    ("gke", "HTTPRoute/wis-inference",
-     lambda o: o["spec"]["rules"][0]["backendRefs"][0].update(name="vllm"),
-     "HTTPRoute/wis-inference: spec.rules[0].backendRefs[0].name: no InferencePool 'vllm'"),
-    ("gke", "HTTPRoute/wis-inference",
-     lambda o: o["spec"]["parentRefs"][0].update(sectionName="https"),
-     "HTTPRoute/wis-inference: spec.parentRefs[0].sectionName: Gateway/wis-internal has no listener 'https'"),
-    ("gke-envoy", "HTTPRoute/wis-inference",
-     lambda o: o["spec"]["rules"][0]["backendRefs"][0].update(port=8080),
-     "HTTPRoute/wis-inference: spec.rules[0].backendRefs[0].port: 8080 is no port of Service/wis-gateway"),
-    ("gke", "HealthCheckPolicy/vllm-qwen3",
-     lambda o: o["spec"]["default"]["config"]["httpHealthCheck"].update(port=8000),
-     "HealthCheckPolicy/vllm-qwen3: spec.default.config.httpHealthCheck: port and portName must be unset"),
-    ("gke", "GCPBackendPolicy/vllm-qwen3",
-     lambda o: o["spec"]["targetRef"].update(group=""),
-     "GCPBackendPolicy/vllm-qwen3: spec.targetRef: targets /InferencePool/vllm-qwen3, which is not rendered"),
-    ("gke", "PodMonitoring/wis-epp",
-     lambda o: o["spec"]["endpoints"][0].update(port="grpc-metrics"),
-     "PodMonitoring/wis-epp: spec.endpoints[0].port: 'grpc-metrics' is no container port of Deployment/wis-epp"),
-    ("gke", "PodMonitoring/wis-epp",
-     lambda o: o["spec"]["endpoints"][0].pop("interval"),
-     "PodMonitoring/wis-epp: spec.endpoints[0]: 'interval' is a required property"),
-    ("gke-envoy", "PodMonitoring/wis-gateway",
-     lambda o: o["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "envoy"}),
-     "PodMonitoring/wis-gateway: spec.selector.matchLabels:"),
-    ("gke", "Deployment/wis-epp",
-     lambda o: o["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"].update(port=9004),
-     "Deployment/wis-epp: spec.template.spec.containers[0].readinessProbe.grpc.port: 9004 is no port of container 'epp'"),
-    ("gke", "Deployment/wis-chat",
-     lambda o: first(o["spec"]["template"]["spec"]["containers"][0]["env"], name="WIS_GATEWAY_URL")["valueFrom"]
-     ["configMapKeyRef"].update(key="URL"),
-     "Deployment/wis-chat: spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef: ConfigMap"),
-    ("gke", "Gateway/wis-internal",
-     lambda o: o["spec"]["listeners"][0].update(protocol="http "),
-     "Gateway/wis-internal: spec.listeners[0].protocol:"),
-]
-
-
-@pytest.mark.parametrize("overlay,name,change,expected", MISTAKES, ids=[m[3].split(":")[0] + ":" + m[3].split(":")[1]
-                                                                          for m in MISTAKES])
-def test_each_mistake_is_named(overlay_objs, crds, overlay, name, change, expected):
-    errs = validate.validate(mutate(overlay_objs[overlay], name, change), crds)
-    assert any(e.startswith(expected) for e in errs), f"expected {expected!r} in:\n" + "\n".join(errs)
-
-
-def with_session_scorer(cfg: dict) -> dict:
-    cfg = copy.deepcopy(cfg)
-    cfg.setdefault("endpointPickerConfig", {"plugins": []})["plugins"].append(
-        {"type": "session-affinity-scorer", "parameters": {"secretEnv": "WIS_SESSION_SECRET"}})
-    return cfg
-
-
-def test_a_secret_env_that_cannot_reach_the_vm_is_named(overlay_objs, crds):
-    objs = copy.deepcopy(overlay_objs["gke-envoy"])
-    cm = next(c for c in by_kind(objs, "ConfigMap") if "envoy.yaml" in c["data"])
-    config = yaml.safe_load(cm["data"]["envoy.yaml"])
-    [f] = list(validate._wasm_filters(config))
-    wasm = f["typed_config"]["config"]
-    wasm["configuration"]["value"] = json.dumps(with_session_scorer(json.loads(wasm["configuration"]["value"])))
-    cm["data"]["envoy.yaml"] = yaml.safe_dump(config)
-    errs = validate.validate(objs, crds)
-    assert f"{validate.obj_name(cm)}: data.envoy.yaml: the plugin reads WIS_SESSION_SECRET (secretEnv) but " \
-           "vm_config.environment_variables.host_env_keys does not pass it into the VM" in errs
-    # With the VM told to pass it, and the container holding it from a Secret, nothing is left.
-    wasm["vm_config"]["environment_variables"] = {"host_env_keys": ["WIS_SESSION_SECRET"]}
-    cm["data"]["envoy.yaml"] = yaml.safe_dump(config)
-    assert validate.validate(objs, crds) == []
-    # Without the Secret-backed variable on the container, the gap is named there.
-    envoy = container(get(objs, "Deployment", "wis-gateway"), "envoy")
-    envoy["env"] = [e for e in envoy["env"] if e["name"] != "WIS_SESSION_SECRET"]
-    errs = validate.validate(objs, crds)
-    assert any(e.startswith("Deployment/wis-gateway: container 'envoy': reads ConfigMap/") and
-               "has no env WIS_SESSION_SECRET from a Secret" in e for e in errs), errs
-
-
-def test_a_secret_env_missing_from_wis_epp_is_named(overlay_objs, crds):
-    objs = copy.deepcopy(overlay_objs["gke"])
-    cm = next(c for c in by_kind(objs, "ConfigMap") if "config.json" in c["data"])
-    cm["data"]["config.json"] = json.dumps(with_session_scorer(json.loads(cm["data"]["config.json"])))
-    assert validate.validate(objs, crds) == []  # the epp container already has it from a Secret
-    epp = container(get(objs, "Deployment", "wis-epp"), "epp")
-    epp["env"] = [e for e in epp["env"] if e["name"] != "WIS_SESSION_SECRET"]
-    errs = validate.validate(objs, crds)
-    assert any(e.startswith("Deployment/wis-epp: container 'epp':") for e in errs), errs
-
-
-def test_inline_secret_is_rejected(overlay_objs, crds):
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wis-iap-oauth", "namespace": "wis"},
-              "stringData": {"key": "hunter2"}}
-    errs = validate.validate(overlay_objs["gke"] + [secret], crds)
-    assert any(e.startswith("Secret/wis-iap-oauth: data: a Secret with inline values") for e in errs)
-    assert not [o for objs in overlay_objs.values() for o in objs if o["kind"] == "Secret"]
-
-
-def test_unknown_kind_fails(crds):
-    # GCPWasmPlugin among them: its CRD is not in shared/crds, so we do not ship one (docs/service-extensions.md).
-    for api, kind in [("example.com/v1", "Widget"), ("networking.gke.io/v1", "GCPWasmPlugin")]:
-        obj = {"apiVersion": api, "kind": kind, "metadata": {"name": "w"}}
-        assert validate.validate([obj], crds) == [
-            f"{kind}/w: apiVersion/kind: no schema for {api} {kind} (not core, not in shared/crds)"]

@@ -39,11 +39,20 @@
 //! `active_split` reads running as `trtllm_num_scheduled_requests` and adds active − scheduled
 //! to waiting, which gives both servers the same meaning; without the scheduled gauge (older
 //! releases) running stays the active count.
+//!
+//! **Layout**: this file holds the types ([`Selector`], [`Vocabulary`], [`Reading`],
+//! [`ExtractError`]) and the reading logic shared by every engine; each engine's table is a file
+//! of its own (`vllm.rs`, `sglang.rs`, `trtllm.rs`), so a new engine vocabulary is one file and
+//! one arm in [`Vocabulary::for_engine`]; the unit tests are in `tests.rs`.
 
 use crate::expo::{Exposition, Sample};
 use std::fmt;
 use std::str::FromStr;
 use wasm_inference_scheduler::pool::{EndpointMetrics, Engine, LoraState, MAX_ADAPTERS_PER_LIST};
+
+mod sglang;
+mod trtllm;
+mod vllm;
 
 /// At most this many distinct model names are reported per endpoint (a server serves a few).
 pub const MAX_MODELS_PER_ENDPOINT: usize = 16;
@@ -169,99 +178,9 @@ impl Vocabulary {
     /// The built-in vocabulary of an engine (names from `shared/reference/model-server-metrics.md`).
     pub fn for_engine(engine: Engine) -> Self {
         match engine {
-            Engine::Vllm => Self {
-                engine,
-                waiting: vec![Selector::new("vllm:num_requests_waiting")],
-                running: vec![Selector::new("vllm:num_requests_running")],
-                kv_usage: vec![Selector::new("vllm:kv_cache_usage_perc"), Selector::new("vllm:gpu_cache_usage_perc")],
-                kv_used_and_max: None,
-                lora_info: Some("vllm:lora_requests_info".into()),
-                cache_info: Some(CacheInfo {
-                    name: "vllm:cache_config_info".into(),
-                    block_size_label: "block_size".into(),
-                    num_blocks_label: "num_gpu_blocks".into(),
-                }),
-                block_size_value: vec![],
-                num_blocks_value: vec![],
-                // Counters are exposed with `_total` (reference §0, §1.2).
-                prefix_queries: vec![Selector::new("vllm:prefix_cache_queries_total")],
-                prefix_hits: vec![Selector::new("vllm:prefix_cache_hits_total")],
-                model_labels: vec!["model_name".into()],
-                active_split: None,
-                cold_start_namespace: None,
-                hint: None,
-            },
-            Engine::Sglang => Self {
-                engine,
-                waiting: vec![Selector::new("sglang:num_queue_reqs")],
-                running: vec![Selector::new("sglang:num_running_reqs")],
-                kv_usage: vec![Selector::new("sglang:token_usage")],
-                kv_used_and_max: None,
-                lora_info: None,
-                cache_info: Some(CacheInfo {
-                    name: "sglang:cache_config_info".into(),
-                    block_size_label: "page_size".into(),
-                    num_blocks_label: "num_pages".into(),
-                }),
-                block_size_value: vec![],
-                num_blocks_value: vec![],
-                // Prompt tokens vs cached prompt tokens (reference §4). Every series of
-                // `cached_tokens_total` is summed: SGLang counts each finished request's cached
-                // tokens either per source (`device`, `host`, `storage_<backend>`) or, when the
-                // request has no per-source breakdown, once under `cache_source="total"`
-                // (`TokenizerMetricsCollector.observe_one_finished_request`, reference S19), so
-                // `total` is the fallback share, never the sum of the others. Older SGLang has
-                // one series without `cache_source`.
-                prefix_queries: vec![Selector::new("sglang:prompt_tokens_total")],
-                prefix_hits: vec![Selector::new("sglang:cached_tokens_total")],
-                model_labels: vec!["model_name".into()],
-                active_split: None,
-                cold_start_namespace: Some("sglang:".into()),
-                hint: Some("SGLang serves /metrics only when started with --enable-metrics"),
-            },
-            Engine::Trtllm => {
-                let req = "nv_trt_llm_request_metrics";
-                let kv = "nv_trt_llm_kv_cache_block_metrics";
-                let kvt = "kv_cache_block_type";
-                // Triton's TensorRT-LLM backend first (reference §5), then trtllm-serve's plain
-                // gauges (§6; their meaning checked in TensorRT-LLM's metrics collector).
-                Self {
-                    engine,
-                    waiting: vec![
-                        Selector::with(req, "request_type", "waiting"),
-                        Selector::new("trtllm_num_requests_waiting"),
-                    ],
-                    running: vec![
-                        Selector::with(req, "request_type", "scheduled"),
-                        Selector::new("trtllm_num_requests_running"),
-                    ],
-                    kv_usage: vec![Selector::with(kv, kvt, "fraction"), Selector::new("trtllm_kv_cache_utilization")],
-                    kv_used_and_max: Some((Selector::with(kv, kvt, "used"), Selector::with(kv, kvt, "max"))),
-                    lora_info: None,
-                    cache_info: None,
-                    block_size_value: vec![
-                        Selector::with(kv, kvt, "tokens_per"),
-                        Selector::new("trtllm_kv_cache_tokens_per_block"),
-                    ],
-                    num_blocks_value: vec![Selector::with(kv, kvt, "max"), Selector::new("trtllm_kv_cache_max_blocks")],
-                    // trtllm-serve only (Triton's backend exports no prefix counters).
-                    prefix_queries: vec![Selector::new("trtllm_prompt_tokens_total")],
-                    prefix_hits: vec![Selector::new("trtllm_prompt_cached_tokens_total")],
-                    // Not Triton's `model` label: it names the backend model (`tensorrt_llm`),
-                    // while clients ask for the ensemble or BLS model, and the plugin drops an
-                    // endpoint that does not list the requested model.
-                    model_labels: vec!["model_name".into()],
-                    active_split: Some(ActiveSplit {
-                        active: Selector::new("trtllm_num_requests_running"),
-                        scheduled: Selector::new("trtllm_num_scheduled_requests"),
-                    }),
-                    cold_start_namespace: None,
-                    hint: Some(
-                        "trtllm-serve: Prometheus text is on /prometheus/metrics with return_perf_metrics: true, \
-                         queue and KV gauges need enable_iter_perf_stats: true; Triton: its metrics port, 8002",
-                    ),
-                }
-            }
+            Engine::Vllm => vllm::vocabulary(),
+            Engine::Sglang => sglang::vocabulary(),
+            Engine::Trtllm => trtllm::vocabulary(),
         }
     }
 
@@ -546,73 +465,4 @@ fn adapter_list(csv: Option<&str>) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(engine: Engine, text: &str) -> Result<Reading, ExtractError> {
-        let v = Vocabulary::for_engine(engine);
-        v.extract(&v.parse(text))
-    }
-
-    #[test]
-    fn selector_parses_and_prints() {
-        let s: Selector = "nv_trt_llm_request_metrics{request_type=\"waiting\"}".parse().unwrap();
-        assert_eq!(s, Selector::with("nv_trt_llm_request_metrics", "request_type", "waiting"));
-        assert_eq!(s.to_string(), "nv_trt_llm_request_metrics{request_type=\"waiting\"}");
-        assert!("9bad".parse::<Selector>().is_err());
-        assert!("x{a}".parse::<Selector>().is_err());
-    }
-
-    #[test]
-    fn lora_newest_series_wins_and_lists_are_trimmed() {
-        let text = "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n\
-            vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"old\",waiting_lora_adapters=\"\"} 1.7556102e+09\n\
-            vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\" a , b,,\",waiting_lora_adapters=\"c\"} 1.7556103e+09\n\
-            vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"older\",waiting_lora_adapters=\"\"} 1.7556101e+09\n";
-        let lora = read(Engine::Vllm, text).unwrap().metrics.lora.unwrap();
-        assert_eq!(lora, LoraState { running: vec!["a".into(), "b".into()], waiting: vec!["c".into()], max_loras: 4 });
-    }
-
-    #[test]
-    fn negative_or_nan_queue_fails_the_reading() {
-        let err = read(
-            Engine::Vllm,
-            "vllm:num_requests_waiting -1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("non-negative"), "{err}");
-        let err = read(
-            Engine::Vllm,
-            "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc NaN\n",
-        )
-        .unwrap_err();
-        assert!(matches!(err, ExtractError::BadValue { .. }), "{err}");
-    }
-
-    #[test]
-    fn kv_usage_in_percent_is_rejected() {
-        let err = read(
-            Engine::Vllm,
-            "vllm:num_requests_waiting 1\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 43\n",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("fraction"), "{err}");
-    }
-
-    #[test]
-    fn missing_required_metric_names_what_was_looked_for() {
-        let err = read(Engine::Sglang, "vllm:num_requests_waiting 1\n").unwrap_err();
-        assert!(err.to_string().contains("sglang:num_queue_reqs"), "{err}");
-    }
-
-    #[test]
-    fn trtllm_usage_falls_back_to_used_over_max() {
-        let text = "nv_trt_llm_request_metrics{request_type=\"waiting\"} 2\n\
-            nv_trt_llm_request_metrics{request_type=\"scheduled\"} 3\n\
-            nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"used\"} 25\n\
-            nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"max\"} 100\n";
-        let m = read(Engine::Trtllm, text).unwrap().metrics;
-        assert_eq!((m.waiting_requests, m.running_requests, m.kv_cache_usage), (2, 3, 0.25));
-        assert_eq!(m.cache_num_blocks, Some(100));
-    }
-}
+mod tests;
