@@ -170,7 +170,7 @@ impl Core {
             self.memory.apply(&moved);
         }
         if let Some(report) = orca {
-            self.apply_orca(routed.flight.endpoint(), &feedback::parse_orca(report));
+            self.pool.apply_orca(routed.flight.endpoint(), &feedback::parse_orca(report), unix_ms());
         }
         let names = &self.director.config().headers;
         let mut out = ResponseHeaders::default();
@@ -210,26 +210,6 @@ impl Core {
             self.memory.apply(event);
         }
         self.stats.released();
-    }
-
-    /// Folds a pod's ORCA load report into our view of it: fresher than the last scrape.
-    fn apply_orca(&mut self, address: &str, load: &feedback::OrcaLoad) {
-        if load.is_empty() {
-            return;
-        }
-        let Some(position) = self.pool.position_of(address) else { return };
-        let endpoint = &mut self.pool.snapshot.endpoints[position as usize];
-        if let Some(kv) = load.kv_cache_usage {
-            endpoint.metrics.kv_cache_usage = kv;
-        }
-        if let Some(waiting) = load.waiting_requests {
-            endpoint.metrics.waiting_requests = waiting;
-        }
-        if let Some(running) = load.running_requests {
-            endpoint.metrics.running_requests = running;
-        }
-        endpoint.stale = false;
-        endpoint.last_scrape_ms = endpoint.last_scrape_ms.max(unix_ms());
     }
 
     /// Requests routed to `endpoint` and not yet released.

@@ -164,6 +164,28 @@ impl Pool {
     pub fn position_of_id(&self, id: EndpointId) -> Option<u32> {
         self.position.get(&id).copied()
     }
+
+    /// Folds a pod's ORCA load report into this view of it: fresher than the last scrape, so the
+    /// endpoint stops being stale. A report naming no metric, or a pod not in the pool, changes
+    /// nothing.
+    pub fn apply_orca(&mut self, address: &str, load: &crate::feedback::OrcaLoad, now_ms: u64) {
+        if load.is_empty() {
+            return;
+        }
+        let Some(position) = self.position_of(address) else { return };
+        let endpoint = &mut self.snapshot.endpoints[position as usize];
+        if let Some(kv) = load.kv_cache_usage {
+            endpoint.metrics.kv_cache_usage = kv;
+        }
+        if let Some(waiting) = load.waiting_requests {
+            endpoint.metrics.waiting_requests = waiting;
+        }
+        if let Some(running) = load.running_requests {
+            endpoint.metrics.running_requests = running;
+        }
+        endpoint.stale = false;
+        endpoint.last_scrape_ms = endpoint.last_scrape_ms.max(now_ms);
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +215,29 @@ mod tests {
             assert!(t.intern(&format!("10.{}.{}.{}:80", i / 65536, (i / 256) % 256, i % 256)).is_some());
         }
         assert_eq!(t.intern("192.168.0.1:80"), None);
+    }
+
+    #[test]
+    fn an_orca_report_refreshes_only_what_it_names_on_a_member() {
+        let mut stale = Endpoint::new("10.0.0.1:8000");
+        stale.stale = true;
+        stale.last_scrape_ms = 1_000;
+        stale.metrics.kv_cache_usage = 0.9;
+        stale.metrics.running_requests = 7;
+        let snapshot = PoolSnapshot { endpoints: vec![stale], ..PoolSnapshot::empty() };
+        let mut pool = Pool::new(snapshot, vec![EndpointId(0)]);
+        let load =
+            crate::feedback::OrcaLoad { kv_cache_usage: Some(0.25), waiting_requests: Some(3), running_requests: None };
+        pool.apply_orca("10.0.0.9:8000", &load, 5_000);
+        assert!(pool.endpoint(0).stale, "a report from outside the pool changes nothing");
+        pool.apply_orca("10.0.0.1:8000", &crate::feedback::OrcaLoad::default(), 5_000);
+        assert!(pool.endpoint(0).stale, "an empty report changes nothing");
+        pool.apply_orca("10.0.0.1:8000", &load, 5_000);
+        let e = pool.endpoint(0);
+        assert_eq!((e.metrics.kv_cache_usage, e.metrics.waiting_requests, e.metrics.running_requests), (0.25, 3, 7));
+        assert!(!e.stale);
+        assert_eq!(e.last_scrape_ms, 5_000);
+        pool.apply_orca("10.0.0.1:8000", &load, 2_000);
+        assert_eq!(pool.endpoint(0).last_scrape_ms, 5_000, "freshness never goes back");
     }
 }

@@ -177,7 +177,7 @@ impl Filter {
         if let Ok(Some(report)) = abi::get_header(Map::ResponseHeaders, ORCA_HEADER) {
             let load = feedback::parse_orca(&report);
             if !load.is_empty() {
-                vm.apply_orca(routed.flight.endpoint(), &load, now);
+                vm.pool.apply_orca(routed.flight.endpoint(), &load, now);
             }
         }
         if let Some(token) = vm.director.session_token(routed.flight.endpoint(), now) {

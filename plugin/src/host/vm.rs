@@ -186,23 +186,6 @@ impl Vm {
         self.scraped = Some(version);
     }
 
-    /// Folds a pod's ORCA load report into this VM's view of it: fresher than the last scrape.
-    pub fn apply_orca(&mut self, address: &str, load: &crate::feedback::OrcaLoad, now_ms: u64) {
-        let Some(position) = self.pool.position_of(address) else { return };
-        let endpoint = &mut self.pool.snapshot.endpoints[position as usize];
-        if let Some(kv) = load.kv_cache_usage {
-            endpoint.metrics.kv_cache_usage = kv;
-        }
-        if let Some(waiting) = load.waiting_requests {
-            endpoint.metrics.waiting_requests = waiting;
-        }
-        if let Some(running) = load.running_requests {
-            endpoint.metrics.running_requests = running;
-        }
-        endpoint.stale = false;
-        endpoint.last_scrape_ms = endpoint.last_scrape_ms.max(now_ms);
-    }
-
     /// The tick's stats: gauges from the current pool and memory, then everything to the host.
     pub fn flush_stats(&mut self, now_ms: u64) {
         let Some(stats) = &mut self.stats else { return };
