@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 import client
 import render
 import stack as stack_mod
+from load import SteadyLoad
 from names import Header
 
 SIM_POD_HEADER = Header.SIM_POD
@@ -179,33 +179,16 @@ def test_malformed_body_gets_a_400_with_a_json_error(shared_stack):
 
 
 def test_a_pod_killed_mid_run_costs_no_failed_request(own_stack):
-    envoy, pool = own_stack.envoy.listen, own_stack.pool
-    results: list = []
-    victim = served_by(ask(envoy, 500, "which pod?"))
-    stop = threading.Event()
-
-    def load(worker: int) -> None:
-        i = 0
-        deadline = time.monotonic() + 20
-        while not stop.is_set() and time.monotonic() < deadline and i < 40:
-            try:
-                results.append(ask(envoy, 500 + (i % 3), f"w{worker} q{i}"))
-            except OSError as e:
-                results.append(e)
-            i += 1
-
-    threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(4)]
-    for t in threads:
-        t.start()
-    stack_mod.wait_until("some load served", lambda: len(results) >= 10, 20.0)
-    stack_mod.sim_fault(victim, "exit")
-    kill_count = len(results)
-    stack_mod.wait_until("load after the kill", lambda: len(results) >= kill_count + 30, 30.0)
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
-    pods = assert_all_ok(results, pool)
-    assert set(pods[kill_count + 10 :]) <= set(pool) - {victim}, "requests still reached the dead pod"
+    pool = own_stack.pool
+    with SteadyLoad(own_stack.envoy.listen) as load:
+        load.wait_for(10, "some load served")
+        victim = load.served()[0]
+        stack_mod.sim_fault(victim, "exit")
+        kill_count = load.count()
+        load.wait_for(30, "load after the kill")
+    assert load.failures() == [], load.report()
+    assert set(load.served()) <= set(pool), "every request was served by a pool member"
+    assert set(load.served(kill_count + 10)) <= set(pool) - {victim}, "requests still reached the dead pod"
     # Requests whose primary was the dead pod were retried on a fallback, and Envoy's
     # upstream.address attribute told wis-epp so (their in-flight count and prefix moved).
     assert own_stack.epp.metric("wis_epp_served_elsewhere_total") > 0

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 import client
 import stack as stack_mod
+from load import SteadyLoad
 from names import Header, Snapshot, Stat
 
 SIM_POD_HEADER = Header.SIM_POD
@@ -216,30 +216,16 @@ def test_load_spreads_when_one_pods_queue_grows(own_stack):
 
 
 def test_a_pod_killed_mid_run_costs_no_failed_request(own_stack):
-    envoy, pool = own_stack.envoy, own_stack.pool
-    results: list = []
-    victim = served_by(ask(envoy.listen, 500, "which pod?"))
-    stop = threading.Event()
-
-    def load(worker: int) -> None:
-        i = 0
-        deadline = time.monotonic() + 20
-        while not stop.is_set() and time.monotonic() < deadline and i < 40:
-            results.append(ask(envoy.listen, 500 + (i % 3), f"w{worker} q{i}"))
-            i += 1
-
-    threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(4)]
-    for t in threads:
-        t.start()
-    stack_mod.wait_until("some load served", lambda: len(results) >= 10, 20.0)
-    stack_mod.sim_fault(victim, "exit")
-    kill_count = len(results)
-    stack_mod.wait_until("load after the kill", lambda: len(results) >= kill_count + 30, 30.0)
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
-    pods = assert_all_ok(results, pool)
-    assert set(pods[kill_count + 10 :]) <= set(pool) - {victim}, "requests still reached the dead pod"
+    pool = own_stack.pool
+    with SteadyLoad(own_stack.envoy.listen) as load:
+        load.wait_for(10, "some load served")
+        victim = load.served()[0]
+        stack_mod.sim_fault(victim, "exit")
+        kill_count = load.count()
+        load.wait_for(30, "load after the kill")
+    assert load.failures() == [], load.report()
+    assert set(load.served()) <= set(pool), "every request was served by a pool member"
+    assert set(load.served(kill_count + 10)) <= set(pool) - {victim}, "requests still reached the dead pod"
 
 
 def test_requests_still_succeed_when_the_scraper_stops(own_stack):
