@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod expo;
 pub mod failure_log;
 pub mod fixture;
+pub mod process;
 pub mod scrape;
 pub mod selfmetrics;
 pub mod server;

@@ -9,32 +9,13 @@ use wis_scraper::fixture::{self, FixtureResponse};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.log_level.as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" => tracing::Level::WARN,
-        "debug" => tracing::Level::DEBUG,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_ansi(false).with_writer(std::io::stderr).init();
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("wis-scraper: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    let result = match cli.command {
-        Some(Command::FixtureServer(args)) => runtime.block_on(fixture_server(args)),
-        None => runtime.block_on(run(cli.options, cli.config, cli.exit_after_ms)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wis-scraper: {e}");
-            ExitCode::FAILURE
+    let (level, threads) = (cli.log_level.clone(), cli.threads);
+    wis_scraper::process::run("wis-scraper", &level, threads, || async move {
+        match cli.command {
+            Some(Command::FixtureServer(args)) => fixture_server(args).await,
+            None => run(cli.options, cli.config, cli.exit_after_ms).await,
         }
-    }
+    })
 }
 
 async fn run(flags: Options, config: Option<std::path::PathBuf>, exit_after_ms: Option<u64>) -> Result<(), String> {

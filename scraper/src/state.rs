@@ -23,8 +23,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use wasm_inference_scheduler::pool::{
-    Endpoint, EndpointMetrics, Engine, FORMAT_VERSION, MAX_ENDPOINTS, MAX_ERROR_MESSAGE_BYTES, PoolSnapshot,
-    ScrapeFailure, truncate_utf8,
+    Endpoint, Engine, FORMAT_VERSION, MAX_ENDPOINTS, MAX_ERROR_MESSAGE_BYTES, PoolSnapshot, ScrapeFailure,
+    truncate_utf8,
 };
 
 use crate::scrape::ScrapeError;
@@ -102,16 +102,8 @@ impl PoolState {
             self.records.entry(addr).or_insert_with(|| {
                 added.push(addr);
                 Record {
-                    endpoint: Endpoint {
-                        address: addr.to_string(),
-                        healthy: false,
-                        stale: true,
-                        last_scrape_ms: 0,
-                        consecutive_failures: 0,
-                        models: Vec::new(),
-                        metrics: EndpointMetrics::default(),
-                        last_error: None,
-                    },
+                    // Not healthy until it has answered once.
+                    endpoint: Endpoint { healthy: false, ..Endpoint::new(addr.to_string()) },
                     attempted: false,
                     unreachable_streak: 0,
                 }
@@ -246,7 +238,7 @@ pub fn unix_ms() -> u64 {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use wasm_inference_scheduler::pool::LoraState;
+    use wasm_inference_scheduler::pool::{EndpointMetrics, LoraState};
 
     fn addr(i: usize) -> SocketAddr {
         SocketAddr::from(([10, (i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8], 8000))
