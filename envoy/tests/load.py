@@ -33,6 +33,26 @@ def system_prompt(group: int) -> str:
     return " ".join(words)[:SYSTEM_PROMPT_CHARS]
 
 
+def served_by(resp: client.Response, header: str = Header.SIM_POD) -> str:
+    """The pod that served a response (the simulator names itself in a header)."""
+    pod = resp.header(header)
+    assert pod, f"no {header} header on a {resp.status} response: {resp.body[:300]!r}"
+    return pod
+
+
+def assert_all_ok(results, pool: list[str]) -> list[str]:
+    """Every result a 200 from a pool member (an exception in the list is a failed request);
+    returns the serving pods in order."""
+    pods = []
+    for r in results:
+        assert not isinstance(r, Exception), f"request failed: {r!r}"
+        assert r.status == 200, f"HTTP {r.status}: {r.body[:300]!r}"
+        pod = served_by(r)
+        assert pod in pool, f"served by {pod}, which is not a pool member {pool}"
+        pods.append(pod)
+    return pods
+
+
 @dataclass
 class Outcome:
     worker: int

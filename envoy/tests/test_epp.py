@@ -16,7 +16,7 @@ import pytest
 import client
 import render
 import stack as stack_mod
-from load import SteadyLoad
+from load import SteadyLoad, assert_all_ok, served_by
 from names import Header
 
 SIM_POD_HEADER = Header.SIM_POD
@@ -35,23 +35,6 @@ def system_prompt(group: int) -> str:
 def ask(address: str, group: int, question: str, headers: dict[str, str] | None = None, **extra) -> client.Response:
     messages = client.conversation(system_prompt(group), question)
     return client.chat(address, messages, headers=headers, max_tokens=extra.pop("max_tokens", MAX_TOKENS), **extra)
-
-
-def served_by(resp: client.Response) -> str:
-    pod = resp.header(SIM_POD_HEADER)
-    assert pod, f"no {SIM_POD_HEADER} header on a {resp.status} response: {resp.body[:300]!r}"
-    return pod
-
-
-def assert_all_ok(results, pool: list[str]) -> list[str]:
-    pods = []
-    for r in results:
-        assert not isinstance(r, Exception), f"request failed: {r!r}"
-        assert r.status == 200, f"HTTP {r.status}: {r.body[:300]!r}"
-        pod = served_by(r)
-        assert pod in pool, f"served by {pod}, which is not a pool member {pool}"
-        pods.append(pod)
-    return pods
 
 
 class Running:

@@ -12,7 +12,7 @@ import pytest
 
 import client
 import stack as stack_mod
-from load import SteadyLoad
+from load import SteadyLoad, assert_all_ok, served_by
 from names import Header, Snapshot, Stat
 
 SIM_POD_HEADER = Header.SIM_POD
@@ -54,27 +54,10 @@ def ask(envoy_address: str, group: int, question: str, headers: dict[str, str] |
     )
 
 
-def served_by(resp: client.Response) -> str:
-    pod = resp.header(SIM_POD_HEADER)
-    assert pod, f"no {SIM_POD_HEADER} header on a {resp.status} response: {resp.body[:300]!r}"
-    return pod
-
-
 def worker_connections(envoy: stack_mod.Envoy) -> dict[str, int]:
     """Downstream connections accepted per Envoy worker (listener per-worker stats)."""
     stats = envoy.stats(r"worker_\d+\.downstream_cx_total")
     return {name.split(".")[-2]: value for name, value in stats.items() if "listener." in name}
-
-
-def assert_all_ok(results, pool: list[str]) -> list[str]:
-    pods = []
-    for r in results:
-        assert not isinstance(r, Exception), f"request failed: {r!r}"
-        assert r.status == 200, f"HTTP {r.status}: {r.body[:300]!r}"
-        pod = served_by(r)
-        assert pod in pool, f"served by {pod}, which is not a pool member {pool}"
-        pods.append(pod)
-    return pods
 
 
 class Running:

@@ -142,7 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Some(Ok(Err(e))) => Err(e),
             _ => Err("a wis-epp task ended unexpectedly".into()),
         },
-        _ = shutdown_signal() => Ok(()),
+        _ = wis_scraper::process::shutdown_signal() => Ok(()),
     }
 }
 
@@ -275,17 +275,4 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     r
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

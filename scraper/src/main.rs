@@ -28,7 +28,7 @@ async fn run(flags: Options, config: Option<std::path::PathBuf>, exit_after_ms: 
     tracing::info!(listen = %running.listen_addr, "wis-scraper started");
     tokio::select! {
         _ = running.join_any() => Err("a scraper task ended unexpectedly".to_string()),
-        _ = shutdown_signal() => Ok(()),
+        _ = wis_scraper::process::shutdown_signal() => Ok(()),
         _ = sleep_opt(exit_after_ms) => Ok(()),
     }
 }
@@ -62,7 +62,7 @@ async fn fixture_server(args: FixtureArgs) -> Result<(), String> {
     }
     tracing::info!(count = args.count, base_port = args.base_port, "fixture pods serving /metrics");
     tokio::select! {
-        _ = shutdown_signal() => {},
+        _ = wis_scraper::process::shutdown_signal() => {},
         _ = sleep_opt(args.exit_after_ms) => {},
     }
     Ok(())
@@ -72,25 +72,5 @@ async fn sleep_opt(ms: Option<u64>) {
     match ms {
         Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -1,6 +1,6 @@
 //! What a sidecar binary's `main` does before and after its own work, shared by `wis-scraper`
 //! and `wis-epp`: logs to stderr at the level asked for, a multi-thread async runtime, and an
-//! exit status with the program's name on any error.
+//! exit status with the program's name on any error; and the signal that asks it to stop.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -32,5 +32,26 @@ where
             eprintln!("{program}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what Kubernetes sends a pod's containers).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
