@@ -9,7 +9,7 @@ reference for the interface stack.py expects from a fleet:
                                                     exit: the pod closes its socket and stops answering
 It models no KV cache or timing beyond a fixed per-token delay; routing tests need only the interface.
 
-    python3 envoy/minifleet.py --listen 127.0.0.1:9001,127.0.0.1:9002
+    python3 envoy/minifleet.py --listen 127.0.0.1:9001,127.0.0.1:9002 [--served-model-name NAME]
 """
 
 from __future__ import annotations
@@ -22,15 +22,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-POD_HEADER = "x-sim-pod"
+from names import MODEL, Header
+
+POD_HEADER = Header.SIM_POD
 TOKEN_DELAY_S = 0.002  # per generated token: small, the tests only need ordering, not realism
 DEFAULT_MAX_TOKENS = 8
 STALL_LIMIT_S = 60.0  # a stalled request never waits longer than this
 
 
 class Pod:
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, model: str = MODEL):
         self.address = f"{host}:{port}"
+        self.model = model
         self.lock = threading.Condition()
         self.waiting = 0
         self.running = 0
@@ -159,12 +162,13 @@ class Pod:
     def metrics(self) -> str:
         with self.lock:
             waiting, running, requests = self.waiting, self.running, self.requests
+        label = f'{{model_name="{self.model}"}}'
         return (
-            f'vllm:num_requests_waiting{{model_name="qwen3-0.6b"}} {waiting}\n'
-            f'vllm:num_requests_running{{model_name="qwen3-0.6b"}} {running}\n'
-            f'vllm:kv_cache_usage_perc{{model_name="qwen3-0.6b"}} {min(1.0, running / 64):.4f}\n'
-            f'vllm:prefix_cache_queries_total{{model_name="qwen3-0.6b"}} {requests * 100}\n'
-            f'vllm:prefix_cache_hits_total{{model_name="qwen3-0.6b"}} 0\n'
+            f"vllm:num_requests_waiting{label} {waiting}\n"
+            f"vllm:num_requests_running{label} {running}\n"
+            f"vllm:kv_cache_usage_perc{label} {min(1.0, running / 64):.4f}\n"
+            f"vllm:prefix_cache_queries_total{label} {requests * 100}\n"
+            f"vllm:prefix_cache_hits_total{label} 0\n"
             'vllm:cache_config_info{block_size="16",num_gpu_blocks="4096"} 1\n'
         )
 
@@ -186,11 +190,12 @@ def completion(body: dict, tokens: int, chat: bool) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, help="IP:PORT,IP:PORT,... one pod per address")
+    p.add_argument("--served-model-name", default=MODEL, help=f"the model name in the metrics (default {MODEL})")
     a = p.parse_args()
     pods = []
     for address in a.listen.split(","):
         host, _, port = address.rpartition(":")
-        pods.append(Pod(host, int(port)))
+        pods.append(Pod(host, int(port), a.served_model_name))
     for pod in pods:
         threading.Thread(target=pod.server.serve_forever, daemon=True).start()
     stop = threading.Event()

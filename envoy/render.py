@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Render every Envoy configuration this project runs, from one source.
 
-Scenarios (one per proxy setup the tests, the demo, the benchmark and the manifests need):
+Scenarios (one per proxy setup the tests, the demo, the benchmark and the manifests need) are the
+rows of `SCENARIO_TABLE` below: each names its HTTP filter, its load-balancing policy, its pool kind
+(STATIC members or a STRICT_DNS name) and whether it needs the plugin .wasm and the scraper. A new
+scenario is one row (and its filter builder, if the filter is new):
 
   plugin         the product: the wasm endpoint picker (V8, one VM per worker) in front of the pool
                  cluster, whose `override_host` load-balancing policy routes to the endpoint the plugin
-                 names in `x-gateway-destination-endpoint`; retries walk the header's fallback list;
+                 names in its destination header; retries walk the header's fallback list;
                  a `scraper` cluster the plugin fetches pool snapshots from.
   round-robin    plain Envoy, pool cluster with the ROUND_ROBIN policy (benchmark peer).
   least-request  plain Envoy, pool cluster with the LEAST_REQUEST policy (benchmark peer).
@@ -14,6 +17,10 @@ Scenarios (one per proxy setup the tests, the demo, the benchmark and the manife
   no-filter      the override_host cluster with no filter at all: the floor of the overhead run.
   kubernetes     the plugin scenario for a pod: STRICT_DNS pool on a headless Service name, the scraper
                  as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0.
+
+The plugin configuration rendered for the wasm filter carries the header names (`headers`), and the
+override_host policy and the access logs read the same names from it: an operator who renames
+`headers.destination` in a plugin config renames it for Envoy too.
 
 Usage:
   python3 envoy/render.py --scenario plugin --listen 127.0.0.1:10000 --admin 127.0.0.1:9901 \\
@@ -30,15 +37,18 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-SCENARIOS = ("plugin", "round-robin", "least-request", "ext-proc", "no-filter", "kubernetes")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from names import PLUGIN_HEADERS, Header  # noqa: E402  (sibling module; envoy/ is not a package)
 
-# The Endpoint Picker Protocol's header: primary endpoint first, then fallbacks, "ip:port,ip:port".
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
+# Kept for importers: the defaults; a rendered config reads the names from its plugin configuration.
+DESTINATION_HEADER = Header.DESTINATION
+DEBUG_HEADER = Header.DEBUG
 
 POOL_CLUSTER = "inference-pool"
 SCRAPER_CLUSTER = "scraper"
@@ -46,9 +56,17 @@ EXT_PROC_CLUSTER = "ext-proc"
 WASM_VM_ID = "wasm-inference-scheduler"
 WASM_PLUGIN_NAME = "wasm-inference-scheduler"
 
-# Kubernetes defaults: where the gateway pod mounts the .wasm and where the scraper sidecar listens.
+# Kubernetes defaults: where the gateway pod mounts the .wasm, where the scraper sidecar listens and
+# where the gateway listens.
 KUBERNETES_WASM_PATH = "/etc/envoy/wasm/plugin.wasm"
 KUBERNETES_SCRAPER = "127.0.0.1:9090"
+KUBERNETES_LISTEN = "0.0.0.0:8081"
+LOCAL_LISTEN = "127.0.0.1:10000"
+
+# Pool kinds: a fixed list of ip:port members, or a DNS name (a headless Service) whose every address
+# is a member. The values are Envoy's cluster types.
+STATIC = "STATIC"
+STRICT_DNS = "STRICT_DNS"
 
 # Attempts after the first: the plugin names a primary and a few fallbacks, and each retry moves to
 # the next one; three covers a primary and two fallbacks dying together.
@@ -130,27 +148,27 @@ def policy(name: str, type_name: str, **body: Any) -> dict[str, Any]:
     return {"typed_extension_config": {"name": name, "typed_config": typed(type_name, **body)}}
 
 
-def round_robin_policy() -> dict[str, Any]:
+def round_robin_policy(_opts: RenderOptions | None = None) -> dict[str, Any]:
     return policy(
         "envoy.load_balancing_policies.round_robin",
         "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
     )
 
 
-def least_request_policy() -> dict[str, Any]:
+def least_request_policy(_opts: RenderOptions | None = None) -> dict[str, Any]:
     return policy(
         "envoy.load_balancing_policies.least_request",
         "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
     )
 
 
-def override_host_policy() -> dict[str, Any]:
+def override_host_policy(opts: RenderOptions) -> dict[str, Any]:
     """Routes to the pool member named in the destination header; no header or a non-member falls
     back to round robin. Only cluster members can ever be chosen, so a forged value cannot leave the pool."""
     return policy(
         "envoy.load_balancing_policies.override_host",
         "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
-        override_host_sources=[{"header": DESTINATION_HEADER}],
+        override_host_sources=[{"header": header_name(opts, "destination")}],
         fallback_policy={"policies": [round_robin_policy()]},
     )
 
@@ -182,26 +200,20 @@ def http2_protocol_options() -> dict[str, Any]:
 
 
 def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
-    if opts.scenario == "round-robin":
-        lb = round_robin_policy()
-    elif opts.scenario == "least-request":
-        lb = least_request_policy()
-    else:
-        lb = override_host_policy()
+    sc = scenario(opts.scenario)
     cluster: dict[str, Any] = {
         "name": POOL_CLUSTER,
         "connect_timeout": POOL_CONNECT_TIMEOUT,
-        "load_balancing_policy": {"policies": [lb]},
+        "load_balancing_policy": {"policies": [sc.lb.build(opts)]},
         "circuit_breakers": circuit_breakers(),
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_LIMIT_BYTES,
+        "type": sc.pool_kind,
     }
-    if opts.scenario == "kubernetes":
+    if sc.pool_kind == STRICT_DNS:
         # A headless Service resolves to every ready pod; STRICT_DNS makes each address a member.
-        cluster["type"] = "STRICT_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
         endpoints = lb_endpoints([opts.pool_dns or ""], "--pool-dns", need_ip=False)
     else:
-        cluster["type"] = "STATIC"
         endpoints = lb_endpoints(opts.pool, "--pool")
     cluster["load_assignment"] = {"cluster_name": POOL_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
     return cluster
@@ -230,12 +242,37 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# RFC 9110 field-name: a token.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# The plugin's header names Envoy itself reads: override_host and the access logs read the
+# destination, the decision log reads the debug header.
+ENVOY_READ_HEADERS = ("destination", "debug")
+
+
+def header_name(opts: RenderOptions, key: str) -> str:
+    """The header the plugin uses for `key` ("destination", "debug", ...): the user's plugin
+    configuration's `headers.<key>` in a scenario with the plugin, else the default."""
+    default = PLUGIN_HEADERS[key]
+    if not scenario(opts.scenario).needs_wasm:
+        return default
+    headers = opts.plugin_config.get("headers", {})
+    if not isinstance(headers, dict):
+        raise RenderError(f"plugin configuration: headers must be a JSON object, got {headers!r}")
+    name = headers.get(key, default)
+    if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+        raise RenderError(f"plugin configuration: headers.{key} must be an HTTP header name, got {name!r}")
+    return name.lower()  # HTTP header names are case-insensitive; Envoy matches them in lower case
+
+
 def plugin_configuration(opts: RenderOptions) -> dict[str, Any]:
-    """The plugin's JSON configuration: the pool wiring rendered here, then the user's file on top."""
+    """The plugin's JSON configuration: the pool wiring and the header names Envoy reads rendered
+    here, then the user's file on top."""
     pool: dict[str, Any] = {"endpoints": list(opts.pool)}
     if opts.scraper:
         pool["snapshotCluster"] = SCRAPER_CLUSTER
-    return deep_merge({"pool": pool}, opts.plugin_config)
+    headers = {key: header_name(opts, key) for key in ENVOY_READ_HEADERS}
+    return deep_merge({"pool": pool, "headers": headers}, opts.plugin_config)
 
 
 def wasm_filter(opts: RenderOptions) -> dict[str, Any]:
@@ -286,13 +323,87 @@ def ext_proc_filter(opts: RenderOptions) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LbPolicy:
+    """A pool load-balancing policy. `walks_fallbacks`: retries move along the destination header's
+    fallback list by attempt number (override_host); otherwise the retry predicate has to keep Envoy
+    from picking the host that just failed."""
+
+    name: str
+    build: Callable[[RenderOptions], dict[str, Any]]
+    walks_fallbacks: bool
+
+
+OVERRIDE_HOST = LbPolicy("override_host", override_host_policy, walks_fallbacks=True)
+ROUND_ROBIN = LbPolicy("round_robin", round_robin_policy, walks_fallbacks=False)
+LEAST_REQUEST = LbPolicy("least_request", least_request_policy, walks_fallbacks=False)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One proxy setup. Everything render.py and stack.py decide per scenario is read from here."""
+
+    name: str
+    # The HTTP filter before the router (None: the router alone).
+    http_filter: Callable[[RenderOptions], dict[str, Any]] | None
+    lb: LbPolicy
+    # STATIC: the members are --pool; STRICT_DNS: every address --pool-dns resolves to.
+    pool_kind: str
+    # Loads the plugin .wasm (the wasm filter).
+    needs_wasm: bool
+    # The plugin fetches pool snapshots from the scraper: the config has a `scraper` cluster when an
+    # address is given, and stack.py starts one unless told not to.
+    needs_scraper: bool
+    # The filter calls an external gRPC picker (--ext-proc).
+    needs_ext_proc: bool = False
+    default_listen: str = LOCAL_LISTEN
+    default_scraper: str | None = None
+    # The .wasm path when none is given (None: --wasm is required when needs_wasm).
+    default_wasm: Callable[[], str] | None = None
+
+
+def default_wasm() -> str:
+    env = os.environ.get("WIS_PLUGIN_WASM")
+    if env:
+        return env
+    root = Path(__file__).resolve().parent.parent
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    return str(target / "wasm32-wasip1" / "wasm-release" / "wasm_inference_scheduler.wasm")
+
+
+SCENARIO_TABLE: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("plugin", wasm_filter, OVERRIDE_HOST, STATIC, needs_wasm=True, needs_scraper=True,
+                 default_wasm=default_wasm),
+        Scenario("round-robin", None, ROUND_ROBIN, STATIC, needs_wasm=False, needs_scraper=False),
+        Scenario("least-request", None, LEAST_REQUEST, STATIC, needs_wasm=False, needs_scraper=False),
+        Scenario("ext-proc", ext_proc_filter, OVERRIDE_HOST, STATIC, needs_wasm=False, needs_scraper=False,
+                 needs_ext_proc=True),
+        Scenario("no-filter", None, OVERRIDE_HOST, STATIC, needs_wasm=False, needs_scraper=False),
+        Scenario("kubernetes", wasm_filter, OVERRIDE_HOST, STRICT_DNS, needs_wasm=True, needs_scraper=True,
+                 default_listen=KUBERNETES_LISTEN, default_scraper=KUBERNETES_SCRAPER,
+                 default_wasm=lambda: KUBERNETES_WASM_PATH),
+    )
+}
+SCENARIOS = tuple(SCENARIO_TABLE)
+
+
+def scenario(name: str) -> Scenario:
+    """The table row of a scenario; RenderError for a name that is not in the table."""
+    try:
+        return SCENARIO_TABLE[name]
+    except KeyError:
+        raise RenderError(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}") from None
+
+
 def router_filter() -> dict[str, Any]:
     return {"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}
 
 
 def retry_policy(opts: RenderOptions) -> dict[str, Any]:
     retry: dict[str, Any] = {"retry_on": RETRY_ON, "num_retries": NUM_RETRIES}
-    if opts.scenario in ("round-robin", "least-request"):
+    if not scenario(opts.scenario).lb.walks_fallbacks:
         # Plain load balancers could pick the host that just failed; override_host instead walks
         # the header's fallback list by attempt number.
         retry["retry_host_predicate"] = [
@@ -305,12 +416,12 @@ def retry_policy(opts: RenderOptions) -> dict[str, Any]:
     return retry
 
 
-def access_log(path: str) -> list[dict[str, Any]]:
+def access_log(path: str, opts: RenderOptions) -> list[dict[str, Any]]:
     # One line per request: enough to see where each request went and what the picker asked for.
     line = (
         "[%START_TIME%] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% "
-        f"picked=%REQ({DESTINATION_HEADER})% upstream=%UPSTREAM_HOST% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% "
-        "duration_ms=%DURATION%\n"
+        f"picked=%REQ({header_name(opts, 'destination')})% upstream=%UPSTREAM_HOST% "
+        "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% duration_ms=%DURATION%\n"
     )
     return [
         {
@@ -324,10 +435,7 @@ def access_log(path: str) -> list[dict[str, Any]]:
     ]
 
 
-DEBUG_HEADER = "x-wis-decision"
-
-
-def decision_log(path: str) -> dict[str, Any]:
+def decision_log(path: str, opts: RenderOptions) -> dict[str, Any]:
     """One JSON object per request: where it went and, with the plugin's `debugHeader: "json"`,
     the whole decision (every endpoint's scores) as a JSON string in `decision`."""
     fields = {
@@ -336,13 +444,13 @@ def decision_log(path: str) -> dict[str, Any]:
         "path": "%REQ(:PATH)%",
         "status": "%RESPONSE_CODE%",
         "flags": "%RESPONSE_FLAGS%",
-        "picked": f"%REQ({DESTINATION_HEADER})%",
+        "picked": f"%REQ({header_name(opts, 'destination')})%",
         "upstream": "%UPSTREAM_HOST%",
         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
         "duration_ms": "%DURATION%",
         "first_byte_ms": "%RESPONSE_DURATION%",
         "request_bytes": "%BYTES_RECEIVED%",
-        "decision": f"%REQ({DEBUG_HEADER})%",
+        "decision": f"%REQ({header_name(opts, 'debug')})%",
     }
     return {
         "name": "envoy.access_loggers.file",
@@ -354,41 +462,31 @@ def decision_log(path: str) -> dict[str, Any]:
     }
 
 
-def listener(opts: RenderOptions) -> dict[str, Any]:
-    filters: list[dict[str, Any]] = []
-    if opts.scenario in ("plugin", "kubernetes"):
-        filters.append(wasm_filter(opts))
-    elif opts.scenario == "ext-proc":
-        filters.append(ext_proc_filter(opts))
-    filters.append(router_filter())
-    hcm: dict[str, Any] = {
-        "stat_prefix": "inference",
+def http_connection_manager(stat_prefix: str, routes: list[dict[str, Any]], filters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "route_config": {
-            "name": "inference",
-            "virtual_hosts": [
-                {
-                    "name": "inference",
-                    "domains": ["*"],
-                    "routes": [
-                        {
-                            "match": {"prefix": "/"},
-                            "route": {
-                                "cluster": POOL_CLUSTER,
-                                "timeout": ROUTE_TIMEOUT,
-                                "retry_policy": retry_policy(opts),
-                            },
-                        }
-                    ],
-                }
-            ],
+            "name": stat_prefix,
+            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
         },
         "http_filters": filters,
     }
+
+
+def listener(opts: RenderOptions) -> dict[str, Any]:
+    sc = scenario(opts.scenario)
+    filters = [sc.http_filter(opts)] if sc.http_filter else []
+    filters.append(router_filter())
+    route = {
+        "match": {"prefix": "/"},
+        "route": {"cluster": POOL_CLUSTER, "timeout": ROUTE_TIMEOUT, "retry_policy": retry_policy(opts)},
+    }
+    hcm = http_connection_manager("inference", [route], filters)
     if opts.access_log:
-        hcm["access_log"] = access_log(opts.access_log)
+        hcm["access_log"] = access_log(opts.access_log, opts)
     if opts.decision_log:
-        hcm.setdefault("access_log", []).append(decision_log(opts.decision_log))
+        hcm.setdefault("access_log", []).append(decision_log(opts.decision_log, opts))
     return {
         "name": "inference",
         "address": socket_address(opts.listen, "--listen"),
@@ -410,16 +508,15 @@ def listener(opts: RenderOptions) -> dict[str, Any]:
 
 
 def check(opts: RenderOptions) -> None:
-    if opts.scenario not in SCENARIOS:
-        raise RenderError(f"unknown scenario {opts.scenario!r}; expected one of {', '.join(SCENARIOS)}")
-    if opts.scenario == "kubernetes":
+    sc = scenario(opts.scenario)
+    if sc.pool_kind == STRICT_DNS:
         if not opts.pool_dns:
-            raise RenderError("scenario kubernetes needs --pool-dns NAME:PORT (the headless Service)")
+            raise RenderError(f"scenario {sc.name} needs --pool-dns NAME:PORT (the headless Service)")
         parse_host_port(opts.pool_dns, "--pool-dns", need_ip=False)
     elif not opts.pool:
-        raise RenderError(f"scenario {opts.scenario} needs --pool IP:PORT[,IP:PORT...]")
-    if opts.scenario == "ext-proc" and not opts.ext_proc:
-        raise RenderError("scenario ext-proc needs --ext-proc IP:PORT (the gRPC picker)")
+        raise RenderError(f"scenario {sc.name} needs --pool IP:PORT[,IP:PORT...]")
+    if sc.needs_ext_proc and not opts.ext_proc:
+        raise RenderError(f"scenario {sc.name} needs --ext-proc IP:PORT (the gRPC picker)")
     admin_host, _ = parse_host_port(opts.admin, "--admin")
     if not ipaddress.ip_address(admin_host).is_loopback:
         raise RenderError(f"--admin {opts.admin}: the admin interface must listen on loopback")
@@ -430,10 +527,11 @@ def check(opts: RenderOptions) -> None:
 def render(opts: RenderOptions) -> dict[str, Any]:
     """The Envoy bootstrap for one scenario, as a dict ready for YAML or JSON."""
     check(opts)
+    sc = scenario(opts.scenario)
     clusters = [pool_cluster(opts)]
-    if opts.scenario in ("plugin", "kubernetes") and opts.scraper:
+    if sc.needs_scraper and opts.scraper:
         clusters.append(sidecar_cluster(SCRAPER_CLUSTER, opts.scraper, "--scraper"))
-    if opts.scenario == "ext-proc":
+    if sc.needs_ext_proc:
         clusters.append(sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True))
     node: dict[str, Any] = {"id": f"wis-{opts.scenario}", "cluster": "wasm-inference-scheduler"}
     if opts.workers:
@@ -454,23 +552,14 @@ def to_text(config: dict[str, Any], fmt: str) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def default_wasm() -> str:
-    env = os.environ.get("WIS_PLUGIN_WASM")
-    if env:
-        return env
-    root = Path(__file__).resolve().parent.parent
-    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
-    return str(target / "wasm32-wasip1" / "wasm-release" / "wasm_inference_scheduler.wasm")
-
-
 def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str | None, str]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", required=True, choices=SCENARIOS)
-    p.add_argument("--listen", help="listener IP:PORT (default 127.0.0.1:10000; kubernetes 0.0.0.0:8081)")
+    p.add_argument("--listen", help=f"listener IP:PORT (default {LOCAL_LISTEN}; kubernetes {KUBERNETES_LISTEN})")
     p.add_argument("--admin", default="127.0.0.1:9901", help="admin IP:PORT, loopback only")
     p.add_argument("--pool", default="", help="pool members IP:PORT,IP:PORT,... (STATIC cluster)")
     p.add_argument("--pool-dns", help="kubernetes: headless Service NAME:PORT (STRICT_DNS cluster)")
-    p.add_argument("--scraper", help="scraper IP:PORT serving /snapshot (kubernetes default 127.0.0.1:9090)")
+    p.add_argument("--scraper", help=f"scraper IP:PORT serving /snapshot (kubernetes default {KUBERNETES_SCRAPER})")
     p.add_argument("--ext-proc", help="ext-proc: the gRPC picker IP:PORT")
     p.add_argument("--wasm", help="plugin .wasm path (default $WIS_PLUGIN_WASM or the wasm-release build)")
     p.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
@@ -489,19 +578,17 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
         if not isinstance(plugin_config, dict):
             raise RenderError(f"--plugin-config {a.plugin_config}: expected a JSON object at the top level")
 
-    kube = a.scenario == "kubernetes"
+    sc = scenario(a.scenario)
     wasm = a.wasm
-    if wasm is None and a.scenario == "plugin":
-        wasm = default_wasm()
-    if wasm is None and kube:
-        wasm = KUBERNETES_WASM_PATH
+    if wasm is None and sc.default_wasm:
+        wasm = sc.default_wasm()
     opts = RenderOptions(
         scenario=a.scenario,
-        listen=a.listen or ("0.0.0.0:8081" if kube else "127.0.0.1:10000"),
+        listen=a.listen or sc.default_listen,
         admin=a.admin,
         pool=[x.strip() for x in a.pool.split(",") if x.strip()],
         pool_dns=a.pool_dns,
-        scraper=a.scraper or (KUBERNETES_SCRAPER if kube else None),
+        scraper=a.scraper or sc.default_scraper,
         ext_proc=a.ext_proc,
         wasm=wasm,
         plugin_config=plugin_config,

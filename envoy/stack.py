@@ -26,6 +26,7 @@ import http.client
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,7 +40,9 @@ from typing import Any, Callable, Sequence
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-import render  # noqa: E402  (sibling module; envoy/ is not a package, to keep the `envoy` wheel importable)
+import prom  # noqa: E402  (sibling modules; envoy/ is not a package, to keep the `envoy` wheel importable)
+import render  # noqa: E402
+from names import MODEL, Snapshot, SimMetric, envoy_stat  # noqa: E402
 
 # How long a component may take to become ready before we give up with its log tail. Envoy compiles
 # the .wasm with V8 once per worker, which takes a few seconds on a slow 2-core machine.
@@ -148,24 +151,11 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, on_fail: Ca
         time.sleep(POLL_INTERVAL_S)
 
 
-def metric_value(text: str, name: str) -> float | None:
-    """The sum of every sample of one Prometheus metric (all label sets) in an exposition text."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-                found = True
-            except (IndexError, ValueError):
-                continue
-    return total if found else None
-
-
 def sim_metric(pod: str, name: str) -> float:
     status, body = http_get(pod, "/metrics")
     if status != 200:
         raise StackError(f"sim pod {pod} /metrics: HTTP {status}")
-    value = metric_value(body.decode(errors="replace"), name)
+    value = prom.value(body.decode(errors="replace"), name)
     if value is None:
         raise StackError(f"sim pod {pod} exports no {name}")
     return value
@@ -173,7 +163,21 @@ def sim_metric(pod: str, name: str) -> float:
 
 def sim_waiting(pod: str) -> float:
     """vLLM's queue length on one simulated pod."""
-    return sim_metric(pod, "vllm:num_requests_waiting")
+    return sim_metric(pod, SimMetric.WAITING)
+
+
+def snapshot(scraper: str) -> dict[str, Any]:
+    """The scraper's pool snapshot (`GET /snapshot`), parsed."""
+    status, body = http_get(scraper, "/snapshot")
+    if status != 200:
+        raise StackError(f"scraper {scraper} /snapshot: HTTP {status} {body[:200]!r}")
+    try:
+        snap = json.loads(body)
+    except ValueError as e:
+        raise StackError(f"scraper {scraper} /snapshot is not JSON: {e}: {body[:200]!r}") from None
+    if not isinstance(snap, dict) or not isinstance(snap.get(Snapshot.ENDPOINTS), list):
+        raise StackError(f"scraper {scraper} /snapshot has no {Snapshot.ENDPOINTS} list: {body[:200]!r}")
+    return snap
 
 
 def fleet_kind() -> str:
@@ -312,6 +316,12 @@ class Envoy:
                 out[stat["name"]] = stat["value"]
         return out
 
+    def plugin_stat(self, name: str) -> int:
+        """One of the plugin's stats (names.Stat), summed over what the admin reports under that
+        name; 0 when the plugin has not recorded it yet."""
+        full = envoy_stat(name)
+        return sum(v for k, v in self.stats("^" + re.escape(full) + "$").items() if k == full)
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return self.process.log_tail(lines)
 
@@ -355,10 +365,13 @@ class Stack:
         Python stand-in with the same interface (no KV-cache or time model)."""
         ports = free_ports(pods)
         pool = [f"127.0.0.1:{p}" for p in ports]
+        extra = [str(a) for a in extra_args]
+        if not any(a.startswith("--served-model-name") for a in extra):
+            extra = ["--served-model-name", MODEL, *extra]
         if fleet_kind() == "mini":
-            argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra_args]
+            argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra]
         else:
-            argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra_args]
+            argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra]
         proc = self.spawn(name, argv)
         for address in pool:
             wait_until(
@@ -418,7 +431,7 @@ class Stack:
             pool_dns=pool_dns,
             scraper=scraper,
             ext_proc=ext_proc,
-            wasm=str(wasm or plugin_wasm()) if scenario in ("plugin", "kubernetes") else None,
+            wasm=str(wasm or plugin_wasm()) if render.scenario(scenario).needs_wasm else None,
             plugin_config=plugin_config or {},
             workers=workers,
             access_log=str(self.run_dir.file(f"{name}-access.log")) if access_log else None,
@@ -467,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a fleet, the scraper and Envoy; hold until Ctrl-C or SIGTERM")
     up.add_argument("--pods", type=int, default=4)
-    up.add_argument("--scenario", default="plugin", choices=[s for s in render.SCENARIOS if s != "kubernetes"])
+    local = [s.name for s in render.SCENARIO_TABLE.values() if s.pool_kind == render.STATIC]
+    up.add_argument("--scenario", default="plugin", choices=local)
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--pool", help="use these running servers instead of starting a sim fleet (IP:PORT,...)")
     up.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
@@ -494,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(run_dir) as stack:
             pool = a.pool.split(",") if a.pool else stack.start_fleet(a.pods, a.fleet_arg)
             scraper = None
-            if a.scenario == "plugin" and not a.no_scraper:
+            if render.scenario(a.scenario).needs_scraper and not a.no_scraper:
                 scraper = stack.start_scraper(pool)
             envoy = stack.start_envoy(
                 a.scenario, pool, scraper=scraper, ext_proc=a.ext_proc, workers=a.workers, plugin_config=plugin_config

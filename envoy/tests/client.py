@@ -8,7 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
+from names import MODEL, Header
+
+# Kept short for the tests: the one definition is names.Header.
+DESTINATION_HEADER = Header.DESTINATION
 # Bound on one request: the simulator answers in well under this; a hang fails the request.
 REQUEST_TIMEOUT_S = 30.0
 
@@ -45,7 +48,7 @@ def request(
         conn.close()
 
 
-def chat_body(messages: Sequence[dict[str, Any]], model: str = "qwen3-0.6b", **extra: Any) -> bytes:
+def chat_body(messages: Sequence[dict[str, Any]], model: str = MODEL, **extra: Any) -> bytes:
     return json.dumps({"model": model, "messages": list(messages), **extra}).encode()
 
 
@@ -53,7 +56,7 @@ def chat(
     address: str,
     messages: Sequence[dict[str, Any]],
     *,
-    model: str = "qwen3-0.6b",
+    model: str = MODEL,
     headers: dict[str, str] | None = None,
     timeout: float = REQUEST_TIMEOUT_S,
     **extra: Any,

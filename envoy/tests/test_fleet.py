@@ -13,8 +13,9 @@ import pytest
 
 import client
 import stack as stack_mod
+from names import Header, Snapshot, Stat
 
-SIM_POD_HEADER = "x-sim-pod"
+SIM_POD_HEADER = Header.SIM_POD
 PODS = 3
 WORKERS = 2
 # Long enough that the prefix covers many cache blocks (16 tokens x 4 chars each): the plugin weighs
@@ -90,9 +91,8 @@ class Running:
         """Until the scraper has seen every pod healthy (its snapshot is what the plugin scores)."""
 
         def healthy() -> bool:
-            status, body = stack_mod.http_get(self.scraper, "/snapshot")
-            snap = json.loads(body)
-            return status == 200 and sum(1 for e in snap["endpoints"] if e.get("healthy")) == len(self.pool)
+            snap = stack_mod.snapshot(self.scraper)
+            return sum(1 for e in snap[Snapshot.ENDPOINTS] if e.get(Snapshot.HEALTHY)) == len(self.pool)
 
         stack_mod.wait_until("scraper snapshot with every pod healthy", healthy, 15.0, self.scraper_proc.failure_note)
 
@@ -260,4 +260,4 @@ def test_requests_still_succeed_when_the_scraper_stops(own_stack):
 
 
 def fetch_failures(envoy: stack_mod.Envoy) -> int:
-    return sum(v for k, v in envoy.stats(r"snapshot\.fetch_failed").items())
+    return envoy.plugin_stat(Stat.SNAPSHOT_FETCH_FAILED)

@@ -9,8 +9,9 @@ import json
 
 import client
 import stack as stack_mod
+from names import Header, Stat
 
-SIM_POD_HEADER = "x-sim-pod"
+SIM_POD_HEADER = Header.SIM_POD
 
 
 def test_kubernetes_scenario_routes_to_the_pod_the_dns_name_resolves_to(stack, wasm_path):
@@ -34,8 +35,7 @@ def test_kubernetes_scenario_routes_to_the_pod_the_dns_name_resolves_to(stack, w
         assert resp.status == 200, resp.body
         assert resp.header(SIM_POD_HEADER) == pod
     # The plugin itself picked the pod (from the scraper's snapshot), not Envoy's fallback policy.
-    decisions = envoy.stats(r"wis\.endpoint\..*\.decisions")
-    assert decisions.get(f"wasmcustom.wis.endpoint.{pod}.decisions", 0) >= 5, decisions
+    assert envoy.plugin_stat(Stat.endpoint_decisions(pod)) >= 5, envoy.stats(r"wis\.endpoint\.")
 
 
 def _plugin_config(path) -> str:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import render
+from names import Header
 
 POOL = ["127.0.0.1:9001", "127.0.0.1:9002"]
 RENDER = [sys.executable, str(Path(render.__file__))]
@@ -83,6 +84,73 @@ def test_plugin_configuration_names_the_pool_and_the_scraper_cluster_and_merges_
     assert member_addresses(cluster(config, "scraper")) == ["127.0.0.1:9090"]
 
 
+def test_plugin_configuration_carries_the_header_names_envoy_reads():
+    config = render.render(options("plugin", decision_log="/tmp/decisions.jsonl"))
+    wasm = hcm(config)["http_filters"][0]["typed_config"]["config"]
+    plugin = json.loads(wasm["configuration"]["value"])
+    assert plugin["headers"] == {"destination": Header.DESTINATION, "debug": Header.DEBUG}
+
+
+def test_a_renamed_destination_header_is_what_override_host_and_the_logs_read():
+    config = render.render(options("plugin", access_log="/tmp/access.log", decision_log="/tmp/decisions.jsonl",
+                                   plugin_config={"headers": {"destination": "X-Picked-Endpoint",
+                                                              "debug": "x-why"}}))
+    plugin = json.loads(hcm(config)["http_filters"][0]["typed_config"]["config"]["configuration"]["value"])
+    assert plugin["headers"] == {"destination": "X-Picked-Endpoint", "debug": "x-why"}
+    lb = cluster(config, render.POOL_CLUSTER)["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": "x-picked-endpoint"}]
+    text_log, json_log = hcm(config)["access_log"]
+    assert "%REQ(x-picked-endpoint)%" in text_log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    fields = json_log["typed_config"]["log_format"]["json_format"]
+    assert fields["picked"] == "%REQ(x-picked-endpoint)%" and fields["decision"] == "%REQ(x-why)%"
+    assert Header.DESTINATION not in json.dumps(config)
+
+
+@pytest.mark.parametrize("headers", [{"destination": ""}, {"destination": "two words"}, {"debug": 7}, ["x"]])
+def test_a_bad_header_name_in_the_plugin_configuration_is_refused(headers):
+    with pytest.raises(render.RenderError, match="headers"):
+        render.render(options("plugin", plugin_config={"headers": headers}))
+
+
+def test_scenarios_without_the_plugin_keep_the_protocols_header():
+    config = render.render(options("ext-proc", plugin_config={"headers": {"destination": "x-other"}}))
+    lb = cluster(config, render.POOL_CLUSTER)["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": Header.DESTINATION}]
+
+
+@pytest.mark.parametrize("name", render.SCENARIOS)
+def test_each_scenario_renders_what_its_table_row_says(name):
+    row = render.scenario(name)
+    config = render.render(options(name, scraper="127.0.0.1:9090"))
+    filters = filter_names(config)
+    assert filters[-1] == "envoy.filters.http.router"
+    assert len(filters) == (2 if row.http_filter else 1)
+    assert ("envoy.filters.http.wasm" in filters) == row.needs_wasm
+    assert ("envoy.filters.http.ext_proc" in filters) == row.needs_ext_proc
+    pool = cluster(config, render.POOL_CLUSTER)
+    assert pool["type"] == row.pool_kind
+    assert lb_policy_name(pool) == f"envoy.load_balancing_policies.{row.lb.name}"
+    clusters = {c["name"] for c in config["static_resources"]["clusters"]}
+    assert (render.SCRAPER_CLUSTER in clusters) == row.needs_scraper
+    assert (render.EXT_PROC_CLUSTER in clusters) == row.needs_ext_proc
+    assert ("retry_host_predicate" in route(config)["retry_policy"]) == (not row.lb.walks_fallbacks)
+    if row.needs_wasm:
+        with pytest.raises(render.RenderError, match="needs --wasm"):
+            render.render(options(name, wasm=None))
+
+
+def test_an_unknown_scenario_name_is_an_error_listing_the_table():
+    with pytest.raises(render.RenderError, match="expected one of plugin, round-robin"):
+        render.scenario("weighted")
+
+
+def test_cli_defaults_come_from_the_scenario_row():
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000"])
+    assert (opts.listen, opts.scraper, opts.wasm) == ("0.0.0.0:8081", "127.0.0.1:9090", render.KUBERNETES_WASM_PATH)
+    opts, _, _ = render.options_from_args(["--scenario", "round-robin", "--pool", POOL[0]])
+    assert (opts.listen, opts.scraper, opts.wasm) == ("127.0.0.1:10000", None, None)
+
+
 def test_plugin_without_scraper_has_no_snapshot_cluster():
     config = render.render(options("plugin"))
     assert [c["name"] for c in config["static_resources"]["clusters"]] == [render.POOL_CLUSTER]
@@ -96,7 +164,7 @@ def test_picker_scenarios_route_by_the_destination_header_with_round_robin_fallb
     pool = cluster(config, render.POOL_CLUSTER)
     lb = pool["load_balancing_policy"]["policies"][0]["typed_extension_config"]
     assert lb["name"] == "envoy.load_balancing_policies.override_host"
-    assert lb["typed_config"]["override_host_sources"] == [{"header": "x-gateway-destination-endpoint"}]
+    assert lb["typed_config"]["override_host_sources"] == [{"header": Header.DESTINATION}]
     fallback = lb["typed_config"]["fallback_policy"]["policies"][0]["typed_extension_config"]["name"]
     assert fallback == "envoy.load_balancing_policies.round_robin"
     retry = route(config)["retry_policy"]
@@ -163,7 +231,7 @@ def test_access_log_records_the_pick_and_the_upstream():
     log = hcm(config)["access_log"][0]["typed_config"]
     assert log["path"] == "/tmp/access.log"
     line = log["log_format"]["text_format_source"]["inline_string"]
-    assert "%REQ(x-gateway-destination-endpoint)%" in line and "%UPSTREAM_HOST%" in line
+    assert f"%REQ({Header.DESTINATION})%" in line and "%UPSTREAM_HOST%" in line
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 import client
 import stack as stack_mod
 from backends import SERVED_BY_HEADER, start_backend
+from names import Header, Stat
 
 
 @pytest.fixture
@@ -83,6 +84,29 @@ def test_malformed_body_gets_a_400_with_an_openai_error_and_reaches_no_pod(envoy
     assert not [r for b in pool for r in b.seen if r.path == "/v1/chat/completions"]
 
 
+def test_a_renamed_destination_header_still_routes_to_the_member_the_plugin_named(stack, pool, wasm_path):
+    """An operator sets `headers.destination` in the plugin configuration: the plugin writes that
+    header and Envoy's override_host reads the same one. With the protocol's name left in
+    override_host, Envoy's round-robin fallback would serve about half of these elsewhere."""
+    renamed = "x-picked-endpoint"
+    members = {b.address for b in pool}
+    envoy = stack.start_envoy(
+        "plugin", sorted(members), workers=2, wasm=wasm_path, plugin_config={"headers": {"destination": renamed}}
+    )
+    for i in range(8):
+        resp = client.chat(envoy.listen, client.conversation("You are terse.", f"Question {i}?"))
+        assert resp.status == 200, resp.body
+    seen = [r for b in pool for r in b.seen if r.path == "/v1/chat/completions"]
+    assert len(seen) == 8
+    for b in pool:
+        for r in b.seen:
+            destination = picked(r.headers.get(renamed))
+            assert destination, f"the plugin set no {renamed}; upstream saw headers {r.headers}"
+            assert destination[0] == b.address, f"named {destination[0]}, served by {b.address}"
+            assert client.DESTINATION_HEADER not in r.headers
+    assert envoy.plugin_stat(Stat.DECISIONS) == 8
+
+
 def test_json_debug_header_and_decision_log_carry_the_whole_decision(stack, pool, wasm_path):
     """What the decision view reads: with `debugHeader: "json"`, the response names the decision
     and Envoy's JSON decision log holds one line per request with every endpoint's scores."""
@@ -97,7 +121,7 @@ def test_json_debug_header_and_decision_log_carry_the_whole_decision(stack, pool
     )
     resp = client.chat(envoy.listen, client.conversation("You are terse.", "Say hi."))
     assert resp.status == 200, resp.body
-    decision = json.loads(resp.header("x-wis-decision"))
+    decision = json.loads(resp.header(Header.DEBUG))
     assert decision["primary"] == resp.header(SERVED_BY_HEADER)
     assert {row["address"] for row in decision["scores"]} == members
     for row in decision["scores"]:

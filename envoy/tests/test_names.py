@@ -1,0 +1,64 @@
+"""names.py is the Python side's one definition of every shared name; here each name is checked
+against the Rust definition it mirrors, so renaming one side without the other fails a test."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import names
+from names import PLUGIN_HEADERS, Header, Snapshot, Stat
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_SRC = ROOT / "plugin" / "src"
+
+
+def rust_header_defaults() -> dict[str, str]:
+    """`HeaderNames::default()` in plugin/src/config.rs, as {field: header}."""
+    text = (PLUGIN_SRC / "config.rs").read_text()
+    body = text[text.index("impl Default for HeaderNames") :]
+    body = body[: body.index("\n}\n")]
+    return dict(re.findall(r'(\w+): "([^"]+)"\.into\(\)', body))
+
+
+def rust_string_literals() -> set[str]:
+    found: set[str] = set()
+    for path in PLUGIN_SRC.rglob("*.rs"):
+        found.update(re.findall(r'"([^"\\]*)"', path.read_text()))
+    return found
+
+
+def test_plugin_header_names_are_the_plugins_defaults():
+    rust = rust_header_defaults()
+    assert rust, "found no HeaderNames::default() in plugin/src/config.rs"
+    for key, header in PLUGIN_HEADERS.items():
+        assert rust.get(key) == header, f"headers.{key}: Python says {header!r}, config.rs says {rust.get(key)!r}"
+
+
+def test_the_destination_header_is_the_endpoint_picker_protocols():
+    # GAIE's Endpoint Picker Protocol fixes this name; Envoy's override_host reads it by default.
+    assert Header.DESTINATION == "x-gateway-destination-endpoint"
+    assert Header.SUBSET == "x-gateway-destination-endpoint-subset"
+
+
+@pytest.mark.parametrize("name", [v for k, v in vars(Stat).items() if k.isupper()])
+def test_every_stat_name_is_one_the_plugin_defines(name):
+    assert name in rust_string_literals(), f"stat {name!r} is not a string in plugin/src"
+
+
+def test_per_endpoint_decision_stat_has_the_plugins_shape():
+    assert Stat.endpoint_decisions("10.0.0.7:8000") == "wis.endpoint.10.0.0.7:8000.decisions"
+    assert "wis.endpoint.{address}.decisions" in rust_string_literals()
+    assert names.envoy_stat(Stat.DECISIONS) == "wasmcustom.wis.decisions"
+
+
+@pytest.mark.parametrize("key", [v for k, v in vars(Snapshot).items() if k.isupper()])
+def test_every_snapshot_key_is_a_field_of_the_wire_format(key):
+    assert re.search(rf"\bpub {key}:", (PLUGIN_SRC / "pool.rs").read_text()), f"{key!r} is no field in pool.rs"
+
+
+def test_the_model_id_is_the_hugging_face_id_the_simulator_serves():
+    assert names.MODEL == "Qwen/Qwen3-0.6B"
+    assert f'"{names.MODEL}"' in (ROOT / "sim" / "src" / "profile.rs").read_text()
