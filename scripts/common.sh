@@ -92,3 +92,40 @@ ensure_venv() {
         fi
     done
 }
+
+# Qwen's own BPE vocabulary for `sim fleet --vocab` (qwen.tiktoken: 151,643 ranks, the base Qwen2
+# and Qwen3 build on). It ships inside the dashscope wheel on PyPI; the pinned wheel is downloaded
+# once into .venv/cache (never committed), the file extracted and checked against its sha256.
+# Exports WIS_QWEN_VOCAB=<path>.
+DASHSCOPE_VERSION="2.0.2"
+QWEN_VOCAB_SHA256="b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+ensure_qwen_vocab() {
+    local dir="$VENV/cache/qwen-vocab"
+    local vocab="$dir/qwen.tiktoken"
+    if [ "$(sha256sum "$vocab" 2>/dev/null | cut -d' ' -f1)" != "$QWEN_VOCAB_SHA256" ]; then
+        ensure_venv
+        log "fetching Qwen's vocabulary (qwen.tiktoken from the dashscope $DASHSCOPE_VERSION wheel)"
+        mkdir -p "$dir"
+        "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            -d "$dir" "dashscope==$DASHSCOPE_VERSION" \
+            || die "could not download the dashscope $DASHSCOPE_VERSION wheel (it carries qwen.tiktoken)"
+        "$VENV/bin/python" - "$dir/dashscope-$DASHSCOPE_VERSION-py3-none-any.whl" "$vocab" <<'PY' \
+            || die "could not extract qwen.tiktoken from the dashscope wheel"
+import os, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("dashscope/resources/qwen.tiktoken")
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.replace(out + ".tmp", out)
+PY
+        local got
+        got=$(sha256sum "$vocab" | cut -d' ' -f1)
+        if [ "$got" != "$QWEN_VOCAB_SHA256" ]; then
+            rm -f "$vocab"
+            die "qwen.tiktoken from dashscope $DASHSCOPE_VERSION has sha256 $got, expected $QWEN_VOCAB_SHA256"
+        fi
+        rm -f "$dir"/dashscope-*.whl
+    fi
+    export WIS_QWEN_VOCAB="$vocab"
+}

@@ -20,6 +20,8 @@ pub struct ParsedRequest {
     pub model: String,
     /// The prompt text after the chat template (chat) or as sent (completions).
     pub prompt_text: String,
+    /// The text a reply is drawn from: the messages' contents (chat) or the prompt (completions).
+    pub reply_source: String,
     /// Token ids sent directly (`"prompt": [1, 2, 3]`), if any.
     pub prompt_ids: Option<Vec<u32>>,
     pub max_tokens: Option<u32>,
@@ -112,6 +114,7 @@ pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> 
         Some(other) => return Err(ApiError::bad_request(format!("model must be a string, got {other}"))),
     };
     let mut prompt_ids = None;
+    let mut reply_source = String::new();
     let prompt_text = match api {
         Api::Completions => match body.get("prompt") {
             Some(Value::String(s)) => s.clone(),
@@ -145,7 +148,9 @@ pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> 
                 })?;
                 turns.push((role.to_string(), message_content(m.get("content").unwrap_or(&Value::Null))?));
             }
-            chat_template(&turns)
+            let template = chat_template(&turns);
+            reply_source = turns.into_iter().map(|(_, content)| content).collect::<Vec<_>>().join("\n");
+            template
         }
     };
     let max_tokens = match api {
@@ -171,7 +176,10 @@ pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> 
     if body.get("stream_options").is_some_and(|o| !o.is_null()) && !stream {
         return Err(ApiError::bad_request("Stream options can only be defined when `stream=True`."));
     }
-    Ok(ParsedRequest { model, prompt_text, prompt_ids, max_tokens, stream, include_usage })
+    if api == Api::Completions {
+        reply_source = prompt_text.clone();
+    }
+    Ok(ParsedRequest { model, prompt_text, reply_source, prompt_ids, max_tokens, stream, include_usage })
 }
 
 /// The `usage` object.

@@ -21,7 +21,6 @@ use std::collections::{HashMap, VecDeque};
 use crate::kv::{BlockHash, BlockPool, NONE_HASH, hash_block};
 use crate::metrics::EngineStats;
 use crate::profile::TimeModel;
-use crate::tokenizer::{self, Token};
 
 /// Engine settings (vLLM's names).
 #[derive(Debug, Clone)]
@@ -61,22 +60,21 @@ pub struct EngineRequest {
     pub id: u64,
     pub prompt: Vec<u32>,
     /// Tokens to generate before stopping.
-    pub output_len: u32,
-    /// Reported when `output_len` is reached: `length` if it came from `max_tokens`, else `stop`.
+    /// The token ids it will generate, in order (the pod plans the reply; the engine times it).
+    pub output: Vec<u32>,
+    /// Reported after the last output token: `length` if its count came from `max_tokens`, else `stop`.
     pub finish: FinishReason,
     /// The `max_tokens` parameter as sent (for the histogram), if any.
     pub max_tokens_param: Option<u32>,
     pub lora: Option<String>,
-    /// Seeds the generated words (same prompt → same reply, like greedy decoding).
-    pub gen_seed: u64,
 }
 
 /// What a step produced for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// One generated token; `cached_tokens` is the prefix-cache hit of the request's prefill;
-    /// `finish` is set on the last token (a `Finished` follows in the same step).
-    Token { id: u64, token: Token, cached_tokens: usize, finish: Option<FinishReason> },
+    /// The `index`-th generated token (id `token`); `cached_tokens` is the prefix-cache hit of the
+    /// request's prefill; `finish` is set on the last token (a `Finished` follows in the same step).
+    Token { id: u64, token: u32, index: u32, cached_tokens: usize, finish: Option<FinishReason> },
     /// The request is done (after its last token, or aborted).
     Finished { id: u64, reason: FinishReason, prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize },
 }
@@ -299,17 +297,29 @@ impl Engine {
 
     /// Plans the next step at `now`, or None when there is nothing to run.
     pub fn schedule(&mut self, now: f64) -> Option<Step> {
-        let bs = self.config.block_size;
         let mut budget = self.config.max_num_batched_tokens;
         let mut plan: Vec<(u64, usize)> = Vec::new();
-        let mut preempted = false;
+        let preempted = self.schedule_running(&mut plan, &mut budget);
+        self.deferred = 0;
+        // Waiting requests are not admitted in a step that had to preempt, as in vLLM.
+        let lora_load_s = if preempted { 0.0 } else { self.admit_waiting(now, &mut plan, &mut budget) };
+        if plan.is_empty() {
+            return None;
+        }
+        let duration = self.step_cost(&plan) + lora_load_s;
+        let num_tokens = plan.iter().map(|(_, n)| n).sum();
+        Some(Step { start: now, duration, plan, num_tokens })
+    }
 
-        // 1. Running requests.
+    /// Step part 1: the running requests' next tokens, preempting from the back when the pool is
+    /// full. Returns whether anything was preempted.
+    fn schedule_running(&mut self, plan: &mut Vec<(u64, usize)>, budget: &mut usize) -> bool {
+        let mut preempted = false;
         let mut i = 0;
-        while i < self.running.len() && budget > 0 {
+        while i < self.running.len() && *budget > 0 {
             let seq = &self.running[i];
             let need = seq.tokens.len() - seq.num_computed;
-            let n = need.min(budget);
+            let n = need.min(*budget);
             let extra = self.blocks_for(seq.num_computed + n).saturating_sub(seq.blocks.len());
             if extra > 0 && self.pool.num_free() < extra {
                 // Preempt from the back until this request fits (or it is the one preempted).
@@ -322,79 +332,83 @@ impl Engine {
                 self.running[i].blocks.extend(new);
             }
             plan.push((self.running[i].req.id, n));
-            budget -= n;
+            *budget -= n;
             i += 1;
         }
+        preempted
+    }
 
-        // 2. Waiting requests (not in a step that had to preempt, as vLLM).
+    /// Step part 2: waiting requests, first come first served, while the sequence limit and the
+    /// token budget allow. Returns the LoRA load time the admissions add to the step.
+    fn admit_waiting(&mut self, now: f64, plan: &mut Vec<(u64, usize)>, budget: &mut usize) -> f64 {
         let mut lora_load_s = 0.0;
-        self.deferred = 0;
-        if !preempted {
-            let mut in_use: Vec<String> = self.running.iter().filter_map(|s| s.req.lora.clone()).collect();
-            let mut skipped: VecDeque<Seq> = VecDeque::new();
-            while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                if self.waiting.front().is_some_and(|s| s.arrival > now) {
-                    break; // arrived after this step's start on the engine's clock
-                }
-                let Some(mut seq) = self.waiting.pop_front() else { break };
-                let lora = seq.req.lora.clone();
-                if !self.admit_lora(lora.as_deref(), &in_use, &mut lora_load_s) {
-                    self.deferred += 1;
-                    skipped.push_back(seq);
-                    continue;
-                }
-                // Longest cached prefix: whole blocks, at most prompt − 1 tokens.
-                let prompt_len = seq.prompt_len();
-                let prompt_hashes = crate::kv::block_hashes(&seq.req.prompt, bs, lora.as_deref());
-                let max_hit_blocks = prompt_len.saturating_sub(1) / bs;
-                let hit_blocks = if self.config.enable_prefix_caching {
-                    self.pool.longest_hit(&prompt_hashes[..max_hit_blocks.min(prompt_hashes.len())])
-                } else {
-                    0
-                };
-                let hit_tokens = hit_blocks * bs;
-                let n = (seq.tokens.len() - hit_tokens).min(budget);
-                let extra = self.blocks_for(hit_tokens + n) - hit_blocks;
-                let held = self.pool.touch(&prompt_hashes[..hit_blocks]);
-                let Some(new) = self.pool.allocate(extra) else {
-                    self.pool.free_blocks(&held);
-                    self.waiting.push_front(seq);
-                    break;
-                };
-                seq.blocks = held;
-                seq.blocks.extend(new);
-                seq.hashes = prompt_hashes[..hit_blocks].to_vec();
-                seq.cached_blocks = hit_blocks;
-                seq.num_computed = hit_tokens;
-                // A preempted request being resumed is not counted again (vLLM keeps preempted
-                // queries out of the Prometheus counters) and keeps its first `cached_tokens`.
-                if seq.scheduled_at.is_none() {
-                    if self.config.enable_prefix_caching {
-                        self.stats.prefix_cache_queries += prompt_len as u64;
-                        self.stats.prefix_cache_hits += hit_tokens as u64;
-                    }
-                    seq.hit_tokens = hit_tokens;
-                    seq.scheduled_at = Some(now);
-                    self.stats.queue_time.observe(now - seq.arrival);
-                }
-                if let Some(l) = lora {
-                    in_use.push(l);
-                }
-                plan.push((seq.req.id, n));
-                budget -= n;
-                self.running.push(seq);
+        let mut in_use: Vec<String> = self.running.iter().filter_map(|s| s.req.lora.clone()).collect();
+        let mut skipped: VecDeque<Seq> = VecDeque::new();
+        while *budget > 0 && self.running.len() < self.config.max_num_seqs {
+            if self.waiting.front().is_some_and(|s| s.arrival > now) {
+                break; // arrived after this step's start on the engine's clock
             }
-            while let Some(s) = skipped.pop_back() {
-                self.waiting.push_front(s);
+            let Some(seq) = self.waiting.pop_front() else { break };
+            let lora = seq.req.lora.clone();
+            if !self.admit_lora(lora.as_deref(), &in_use, &mut lora_load_s) {
+                self.deferred += 1;
+                skipped.push_back(seq);
+                continue;
             }
+            let Some((seq, n)) = self.start_prefill(seq, now, *budget) else { break };
+            if let Some(l) = lora {
+                in_use.push(l);
+            }
+            plan.push((seq.req.id, n));
+            *budget -= n;
+            self.running.push(seq);
         }
+        while let Some(s) = skipped.pop_back() {
+            self.waiting.push_front(s);
+        }
+        lora_load_s
+    }
 
-        if plan.is_empty() {
+    /// Gives an admitted request its longest cached prefix (whole blocks, at most prompt − 1 tokens)
+    /// and blocks for the first prefill chunk; returns it with the chunk's size. When the pool cannot
+    /// hold the chunk the request goes back to the front of the queue and None stops admission.
+    fn start_prefill(&mut self, mut seq: Seq, now: f64, budget: usize) -> Option<(Seq, usize)> {
+        let bs = self.config.block_size;
+        let lora = seq.req.lora.as_deref();
+        let prompt_len = seq.prompt_len();
+        let prompt_hashes = crate::kv::block_hashes(&seq.req.prompt, bs, lora);
+        let max_hit_blocks = prompt_len.saturating_sub(1) / bs;
+        let hit_blocks = if self.config.enable_prefix_caching {
+            self.pool.longest_hit(&prompt_hashes[..max_hit_blocks.min(prompt_hashes.len())])
+        } else {
+            0
+        };
+        let hit_tokens = hit_blocks * bs;
+        let n = (seq.tokens.len() - hit_tokens).min(budget);
+        let extra = self.blocks_for(hit_tokens + n) - hit_blocks;
+        let held = self.pool.touch(&prompt_hashes[..hit_blocks]);
+        let Some(new) = self.pool.allocate(extra) else {
+            self.pool.free_blocks(&held);
+            self.waiting.push_front(seq);
             return None;
+        };
+        seq.blocks = held;
+        seq.blocks.extend(new);
+        seq.hashes = prompt_hashes[..hit_blocks].to_vec();
+        seq.cached_blocks = hit_blocks;
+        seq.num_computed = hit_tokens;
+        // A preempted request being resumed is not counted again (vLLM keeps preempted
+        // queries out of the Prometheus counters) and keeps its first `cached_tokens`.
+        if seq.scheduled_at.is_none() {
+            if self.config.enable_prefix_caching {
+                self.stats.prefix_cache_queries += prompt_len as u64;
+                self.stats.prefix_cache_hits += hit_tokens as u64;
+            }
+            seq.hit_tokens = hit_tokens;
+            seq.scheduled_at = Some(now);
+            self.stats.queue_time.observe(now - seq.arrival);
         }
-        let duration = self.step_cost(&plan) + lora_load_s;
-        let num_tokens = plan.iter().map(|(_, n)| n).sum();
-        Some(Step { start: now, duration, plan, num_tokens })
+        Some((seq, n))
     }
 
     /// The time model applied to a plan.
@@ -431,8 +445,9 @@ impl Engine {
             if seq.num_computed < seq.tokens.len() {
                 continue; // prefill chunk, no token yet
             }
-            let token = tokenizer::output_token(seq.req.gen_seed, seq.generated);
-            seq.tokens.push(token.id);
+            let index = seq.generated;
+            let token = seq.req.output.get(index as usize).copied().unwrap_or(0);
+            seq.tokens.push(token);
             seq.generated += 1;
             self.stats.generation_tokens += 1;
             if seq.first_token_at.is_none() {
@@ -451,9 +466,9 @@ impl Engine {
                 self.stats.itl.observe(end - seq.last_token_at);
             }
             seq.last_token_at = end;
-            let last = seq.generated >= seq.req.output_len;
+            let last = seq.generated as usize >= seq.req.output.len();
             let finish = last.then_some(seq.req.finish);
-            outputs.push(Output::Token { id, token, cached_tokens: seq.hit_tokens, finish });
+            outputs.push(Output::Token { id, token, index, cached_tokens: seq.hit_tokens, finish });
             if last {
                 finished.push(id);
             }
@@ -475,7 +490,7 @@ impl Engine {
         if reason != FinishReason::Abort {
             s.e2e.observe(now - seq.arrival);
             s.request_generation_tokens.observe(f64::from(seq.generated));
-            s.request_max_num_generation_tokens.observe(f64::from(seq.req.output_len));
+            s.request_max_num_generation_tokens.observe(seq.req.output.len() as f64);
             if let Some(m) = seq.req.max_tokens_param {
                 s.request_params_max_tokens.observe(f64::from(m));
             }
@@ -509,16 +524,6 @@ pub fn run_virtual(engine: &mut Engine, now: &mut f64, max_steps: usize) -> Vec<
         out.extend(engine.complete(step, end).into_iter().map(|o| (end, o)));
     }
     out
-}
-
-/// The deterministic seed of a reply: FNV-1a of the prompt's token ids.
-pub fn generation_seed(prompt: &[u32]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for t in prompt {
-        h ^= u64::from(*t);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Time to first token of every request in `outputs`, by request id.

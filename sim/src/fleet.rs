@@ -8,6 +8,7 @@ use clap::Args;
 use crate::engine::EngineConfig;
 use crate::pod::{FaultMode, LoraInfoStyle, Pod, PodConfig};
 use crate::profile;
+use crate::tokenizer::Tokenizer;
 
 /// Flags of `sim fleet` (engine flags use vLLM's names).
 #[derive(Debug, Clone, Args)]
@@ -30,9 +31,16 @@ pub struct FleetArgs {
     /// --model of vLLM (the root of /v1/models); default: the profile's model.
     #[arg(long)]
     pub model: Option<String>,
-    /// The model name clients send.
-    #[arg(long, default_value = "qwen3-0.6b")]
-    pub served_model_name: String,
+    /// The model name clients send; default: --model, as in vLLM.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// bpe (a real BPE vocabulary: cl100k_base, or the --vocab file) or chars:N (N characters per
+    /// token, e.g. chars:1.5 for CJK-like text, chars:3 for code).
+    #[arg(long, default_value = "bpe")]
+    pub tokenizer: String,
+    /// A .tiktoken ranks file (e.g. Qwen's qwen.tiktoken), split with Qwen's pattern.
+    #[arg(long)]
+    pub vocab: Option<String>,
     /// Token block size of the KV cache.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -147,6 +155,8 @@ impl FleetArgs {
         }
         let max_num_seqs = self.max_num_seqs.unwrap_or(p.max_num_seqs).max(1);
         let max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(p.max_num_batched_tokens).max(1);
+        let model = self.model.clone().unwrap_or_else(|| p.model.to_string());
+        let tokenizer = Tokenizer::from_flags(&self.tokenizer, self.vocab.as_deref())?;
         Ok(PodConfig {
             engine: EngineConfig {
                 block_size: self.block_size,
@@ -158,8 +168,8 @@ impl FleetArgs {
                 max_loras: self.max_loras.max(1),
                 time,
             },
-            model: self.model.clone().unwrap_or_else(|| p.model.to_string()),
-            served_model_name: self.served_model_name.clone(),
+            served_model_name: self.served_model_name.clone().unwrap_or_else(|| model.clone()),
+            model,
             lora_modules,
             enable_lora: self.enable_lora,
             enable_prompt_tokens_details: self.enable_prompt_tokens_details,
@@ -167,6 +177,7 @@ impl FleetArgs {
             lora_info_style,
             gpu_memory_utilization: p.gpu_memory_utilization,
             fault: FaultMode::None,
+            tokenizer: Arc::new(tokenizer),
         })
     }
 
@@ -270,5 +281,15 @@ mod tests {
         assert_eq!(c.lora_modules, vec![("a".to_string(), "/x".to_string()), ("b".to_string(), "/y".to_string())]);
         assert!(args(&["--time-scale", "0"]).pod_config().is_err());
         assert!(args(&["--profile", "h100"]).pod_config().is_err());
+    }
+
+    #[test]
+    fn the_served_model_name_defaults_to_the_hugging_face_id_as_in_vllm() {
+        let c = args(&["--tokenizer", "chars:4"]).pod_config().unwrap();
+        assert_eq!((c.model.as_str(), c.served_model_name.as_str()), ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B"));
+        let c = args(&["--tokenizer", "chars:4", "--served-model-name", "qwen3"]).pod_config().unwrap();
+        assert_eq!(c.served_model_name, "qwen3");
+        assert_eq!(c.tokenizer.name(), "chars:4");
+        assert!(args(&["--tokenizer", "wordpiece"]).pod_config().is_err());
     }
 }

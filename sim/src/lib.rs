@@ -1,7 +1,7 @@
 //! vllm-sim: a fleet of simulated vLLM servers and a load generator.
 //!
-//! The simulator models vLLM independently of the plugin (its own tokenizer stand-in, block hashing
-//! and scheduler), so routing decisions have the consequences they would have on real pods.
+//! The simulator models vLLM independently of the plugin (its own tokenizer, block hashing and
+//! scheduler), so routing decisions have the consequences they would have on real pods.
 //! See sim/README.md for the flags, the physics and where its numbers come from.
 
 pub mod api;
@@ -12,4 +12,5 @@ pub mod load;
 pub mod metrics;
 pub mod pod;
 pub mod profile;
+pub mod reply;
 pub mod tokenizer;

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use vllm_sim::fleet::{Fleet, FleetArgs};
 use vllm_sim::load::{self, LoadArgs};
+use vllm_sim::tokenizer::Tokenizer;
 
 #[derive(Parser)]
 #[command(name = "sim", about = "A simulated vLLM fleet and an LLM load generator.")]
@@ -19,6 +20,48 @@ enum Command {
     Fleet(FleetArgs),
     /// Load an OpenAI-compatible endpoint and report latencies, throughput and cache hits.
     Load(LoadArgs),
+    /// Count tokens of files or of the workloads' texts: characters and bytes per token.
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// bpe or chars:N (as `sim fleet`).
+    #[arg(long, default_value = "bpe")]
+    tokenizer: String,
+    /// A .tiktoken ranks file (as `sim fleet`).
+    #[arg(long)]
+    vocab: Option<String>,
+    /// Workloads whose system prompt to measure, comma-separated (e.g. multi-turn,code-assistant,cjk-chat).
+    #[arg(long, value_delimiter = ',')]
+    sample: Vec<String>,
+    /// Tokens per sample.
+    #[arg(long, default_value_t = 20_000)]
+    sample_tokens: usize,
+    /// Text files to measure.
+    files: Vec<String>,
+}
+
+fn tokenize_cmd(args: TokenizeArgs) -> Result<(), String> {
+    let t = Tokenizer::from_flags(&args.tokenizer, args.vocab.as_deref())?;
+    println!("tokenizer {}", t.name());
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    for w in &args.sample {
+        inputs.push((format!("sample {w}"), load::sample_text(w, &t, args.sample_tokens, 1)?));
+    }
+    for f in &args.files {
+        inputs.push((f.clone(), std::fs::read_to_string(f).map_err(|e| format!("cannot read {f}: {e}"))?));
+    }
+    for (name, text) in inputs {
+        let tokens = t.count(&text).max(1) as f64;
+        let (chars, bytes) = (text.chars().count(), text.len());
+        println!(
+            "{name}: {chars} characters, {bytes} bytes, {tokens} tokens: {:.2} characters/token, {:.2} bytes/token",
+            chars as f64 / tokens,
+            bytes as f64 / tokens
+        );
+    }
+    Ok(())
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -39,12 +82,13 @@ fn fleet(args: FleetArgs) -> Result<(), String> {
             println!("sim pod {i} listening on {a}");
         }
         println!(
-            "sim fleet ready: {} pods, model {} ({}), {} KV blocks of {} tokens, time scale {}",
+            "sim fleet ready: {} pods, model {} ({}), {} KV blocks of {} tokens, tokenizer {}, time scale {}",
             fleet.pods.len(),
             config.served_model_name,
             args.profile,
             config.engine.num_gpu_blocks,
             config.engine.block_size,
+            config.tokenizer.name(),
             config.time_scale
         );
         tokio::select! {
@@ -87,6 +131,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Fleet(a) => fleet(a),
         Command::Load(a) => load_cmd(a),
+        Command::Tokenize(a) => tokenize_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,104 +1,15 @@
 //! The simulator over real HTTP on ephemeral loopback ports: API shapes, streaming, metrics,
 //! faults and a small bounded load. Every pod lives in the test's own runtime and dies with it.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use vllm_sim::engine::EngineConfig;
-use vllm_sim::fleet::Fleet;
-use vllm_sim::load::{self, LoadArgs, metric_sum};
-use vllm_sim::pod::{FaultMode, LoraInfoStyle, PodConfig};
-use vllm_sim::profile::qwen3_0_6b_l4;
+use vllm_sim::load::{self, metric_sum};
 
-/// Fast clock so tests take milliseconds (1 model second = 20 ms).
-const TIME_SCALE: f64 = 0.02;
-
-fn config(details: bool) -> PodConfig {
-    let p = qwen3_0_6b_l4();
-    PodConfig {
-        engine: EngineConfig {
-            block_size: 16,
-            num_gpu_blocks: 2_000,
-            max_num_seqs: p.max_num_seqs,
-            max_num_batched_tokens: p.max_num_batched_tokens,
-            max_model_len: 4_096,
-            enable_prefix_caching: true,
-            max_loras: 1,
-            time: p.time,
-        },
-        model: "Qwen/Qwen3-0.6B".into(),
-        served_model_name: "qwen3-0.6b".into(),
-        lora_modules: vec![("sql-lora".into(), "/adapters/sql".into())],
-        enable_lora: true,
-        enable_prompt_tokens_details: details,
-        time_scale: TIME_SCALE,
-        lora_info_style: LoraInfoStyle::Recent,
-        gpu_memory_utilization: 0.9,
-        fault: FaultMode::None,
-    }
-}
-
-async fn fleet(pods: usize, details: bool) -> Fleet {
-    let addrs: Vec<SocketAddr> = (0..pods).map(|_| "127.0.0.1:0".parse().unwrap()).collect();
-    Fleet::start(&addrs, &config(details), &vec![FaultMode::None; pods]).await.expect("fleet starts")
-}
-
-struct Reply {
-    status: u16,
-    pod: Option<String>,
-    body: String,
-}
-
-async fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> Result<Reply, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
-        .unwrap();
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let pod = resp.headers().get("x-sim-pod").map(|v| v.to_str().unwrap().to_string());
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Reply { status, pod, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-async fn metrics(addr: &str) -> String {
-    call(addr, "GET", "/metrics", None).await.unwrap().body
-}
-
-fn chat(content: &str, max_tokens: u32, stream: bool) -> Value {
-    let mut b = json!({"model": "qwen3-0.6b", "messages": [{"role": "system", "content": content}, {"role": "user", "content": "Why?"}], "max_tokens": max_tokens});
-    if stream {
-        b["stream"] = json!(true);
-        b["stream_options"] = json!({"include_usage": true});
-    }
-    b
-}
-
-fn long_text(tag: &str, words: usize) -> String {
-    (0..words).map(|i| format!(" {tag}{i}")).collect()
-}
-
-/// The data payloads of an SSE body.
-fn sse_events(body: &str) -> Vec<String> {
-    assert!(body.ends_with("\n\n"), "SSE frames end with a blank line: {body:?}");
-    body.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| e.strip_prefix("data: ").expect("data: prefix").to_string())
-        .collect()
-}
-
+use common::*;
 #[tokio::test]
 async fn streaming_sends_role_tokens_finish_usage_then_done() {
     let f = fleet(1, true).await;
@@ -161,7 +72,7 @@ async fn a_repeated_prompt_reports_block_aligned_cached_tokens_and_metrics_agree
         "finished requests leave only free (cached) blocks"
     );
     assert!(m.contains(
-        "vllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"qwen3-0.6b\"} 2.0\n"
+        "vllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"Qwen/Qwen3-0.6B\"} 2.0\n"
     ));
     assert_eq!(metric_sum(&m, "vllm:time_to_first_token_seconds_count"), Some(2.0));
 }
@@ -182,7 +93,7 @@ async fn metrics_use_vllm_names_labels_total_and_created() {
     let m = metrics(a).await;
     for gauge in ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"] {
         assert!(
-            m.contains(&format!("# TYPE {gauge} gauge\n{gauge}{{engine=\"0\",model_name=\"qwen3-0.6b\"}} ")),
+            m.contains(&format!("# TYPE {gauge} gauge\n{gauge}{{engine=\"0\",model_name=\"Qwen/Qwen3-0.6B\"}} ")),
             "{gauge}"
         );
     }
@@ -195,7 +106,7 @@ async fn metrics_use_vllm_names_labels_total_and_created() {
     }
     for hist in ["time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds"] {
         assert!(m.contains(&format!("# TYPE vllm:{hist} histogram\n")), "{hist}");
-        assert!(m.contains(&format!("vllm:{hist}_bucket{{engine=\"0\",le=\"+Inf\",model_name=\"qwen3-0.6b\"}} ")));
+        assert!(m.contains(&format!("vllm:{hist}_bucket{{engine=\"0\",le=\"+Inf\",model_name=\"Qwen/Qwen3-0.6B\"}} ")));
     }
     assert!(m.contains("# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"));
     assert!(
@@ -221,21 +132,16 @@ async fn metrics_use_vllm_names_labels_total_and_created() {
 async fn prompt_tokens_details_only_with_the_flag() {
     let f = fleet(1, false).await;
     let a = &f.addresses()[0];
-    let r = call(
-        a,
-        "POST",
-        "/v1/completions",
-        Some(json!({"model": "qwen3-0.6b", "prompt": "hello there", "max_tokens": 2})),
-    )
-    .await
-    .unwrap();
+    let r = call(a, "POST", "/v1/completions", Some(json!({"model": MODEL, "prompt": "hello there", "max_tokens": 2})))
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert!(v["usage"]["prompt_tokens_details"].is_null());
     let r = call(
         a,
         "POST",
         "/v1/completions",
-        Some(json!({"model": "qwen3-0.6b", "prompt": "hello there", "max_tokens": 2, "stream": true, "stream_options": {"include_usage": true}})),
+        Some(json!({"model": MODEL, "prompt": "hello there", "max_tokens": 2, "stream": true, "stream_options": {"include_usage": true}})),
     )
     .await
     .unwrap();
@@ -249,8 +155,8 @@ async fn errors_have_vllm_shapes() {
     let cases = [
         (json!({"model": "nope", "prompt": "x"}), 404, "NotFoundError"),
         (json!({"prompt": "x"}), 400, "BadRequestError"),
-        (json!({"model": "qwen3-0.6b", "prompt": long_text("w", 3_000)}), 400, "BadRequestError"),
-        (json!({"model": "qwen3-0.6b", "prompt": "x", "max_tokens": 5_000}), 400, "BadRequestError"),
+        (json!({"model": MODEL, "prompt": long_text("w", 3_000)}), 400, "BadRequestError"),
+        (json!({"model": MODEL, "prompt": "x", "max_tokens": 5_000}), 400, "BadRequestError"),
     ];
     for (body, status, kind) in cases {
         let r = call(a, "POST", "/v1/completions", Some(body)).await.unwrap();
@@ -262,10 +168,9 @@ async fn errors_have_vllm_shapes() {
     }
     let r = call(a, "POST", "/v1/chat/completions", None).await.unwrap();
     assert_eq!(r.status, 400);
-    let over =
-        call(a, "POST", "/v1/completions", Some(json!({"model": "qwen3-0.6b", "prompt": long_text("w", 3_000)})))
-            .await
-            .unwrap();
+    let over = call(a, "POST", "/v1/completions", Some(json!({"model": MODEL, "prompt": long_text("w", 3_000)})))
+        .await
+        .unwrap();
     assert!(over.body.contains("maximum context length is 4096 tokens"), "{}", over.body);
 }
 
@@ -275,8 +180,8 @@ async fn models_list_the_base_model_and_adapters() {
     let r = call(&f.addresses()[0], "GET", "/v1/models", None).await.unwrap();
     let v: Value = serde_json::from_str(&r.body).unwrap();
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["qwen3-0.6b", "sql-lora"]);
-    assert_eq!(v["data"][1]["parent"], "qwen3-0.6b");
+    assert_eq!(ids, vec![MODEL, "sql-lora"]);
+    assert_eq!(v["data"][1]["parent"], MODEL);
     assert_eq!(call(&f.addresses()[0], "GET", "/health", None).await.unwrap().status, 200);
 }
 
@@ -286,10 +191,36 @@ async fn set_fault(addr: &str, mode: &str) {
 }
 
 #[tokio::test]
+async fn metrics_faults_break_only_the_metrics_while_serving_goes_on() {
+    let f = fleet(2, false).await;
+    let (a, b) = (f.addresses()[0].clone(), f.addresses()[1].clone());
+    let req = || Some(json!({"model": MODEL, "prompt": "x", "max_tokens": 2}));
+    set_fault(&a, "metrics404").await;
+    let m = call(&a, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(m.status, 404);
+    assert_eq!(call(&a, "POST", "/v1/completions", req()).await.unwrap().status, 200);
+    assert_eq!(call(&a, "GET", "/health", None).await.unwrap().status, 200);
+    assert_eq!(call(&b, "GET", "/metrics", None).await.unwrap().status, 200, "the other pod is untouched");
+    set_fault(&a, "metrics-garbage").await;
+    let m = call(&a, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(m.status, 200);
+    assert_eq!(metric_sum(&m.body, "vllm:num_requests_running"), None, "not an exposition: {}", m.body);
+    assert!(m.body.lines().all(|l| !l.starts_with("vllm:") || l.contains(" = ")), "{}", m.body);
+    assert_eq!(call(&a, "POST", "/v1/chat/completions", Some(chat("Be brief.", 3, true))).await.unwrap().status, 200);
+    let r = call(&a, "GET", "/admin/fault", None).await.unwrap();
+    assert!(r.body.contains("metrics-garbage"), "{}", r.body);
+    set_fault(&a, "none").await;
+    assert_eq!(metric_sum(&metrics(&a).await, "vllm:num_requests_running"), Some(0.0));
+    let bad = call(&a, "POST", "/admin/fault", Some(json!({"mode": "metrics500"}))).await.unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("metrics404") && bad.body.contains("metrics-garbage"), "{}", bad.body);
+}
+
+#[tokio::test]
 async fn faults_error_close_stall_and_exit_affect_one_pod_only() {
     let f = fleet(2, false).await;
     let (a, b) = (f.addresses()[0].clone(), f.addresses()[1].clone());
-    let req = || Some(json!({"model": "qwen3-0.6b", "prompt": "x", "max_tokens": 2}));
+    let req = || Some(json!({"model": MODEL, "prompt": "x", "max_tokens": 2}));
     set_fault(&a, "error500").await;
     assert_eq!(call(&a, "POST", "/v1/completions", req()).await.unwrap().status, 500);
     assert_eq!(call(&b, "POST", "/v1/completions", req()).await.unwrap().status, 200);
@@ -313,33 +244,7 @@ async fn faults_error_close_stall_and_exit_affect_one_pod_only() {
 async fn a_small_bounded_load_spreads_over_two_pods_and_hits_the_cache() {
     let f = fleet(2, true).await;
     let targets: Vec<String> = f.addresses().iter().map(|a| format!("http://{a}")).collect();
-    let args = LoadArgs {
-        target: targets,
-        spread: "round-robin".into(),
-        workload: "shared-prefix".into(),
-        api: "chat".into(),
-        model: "qwen3-0.6b".into(),
-        rate: None,
-        concurrency: Some(4),
-        duration: "20s".into(),
-        requests: Some(40),
-        groups: 2,
-        system_tokens: 300,
-        question_tokens: 20,
-        output_tokens: 8,
-        turns: 3,
-        loras: vec![],
-        base_share: 0.0,
-        no_stream: false,
-        served_by_header: "x-sim-pod".into(),
-        fleet: f.addresses(),
-        metrics_urls: vec![],
-        out: None,
-        seed: 7,
-        timeout_s: 20.0,
-        max_in_flight: 64,
-        threads: 1,
-    };
+    let args = load_args(targets, f.addresses());
     let report = load::run(args).await.unwrap();
     let s = &report.summary;
     assert_eq!((s.requests, s.ok, s.errors), (40, 40, 0), "{}", load::render_table(&report));

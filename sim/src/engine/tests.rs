@@ -1,8 +1,20 @@
 //! The physics on a virtual clock: no sleeping, fully deterministic.
 
 use super::*;
+use std::sync::OnceLock;
+
 use crate::profile::qwen3_0_6b_l4;
-use crate::tokenizer;
+use crate::tokenizer::Tokenizer;
+
+/// One tokenizer for every test (cl100k_base, as a default fleet).
+fn tokenizer() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| Tokenizer::cl100k().expect("the embedded vocabulary loads"))
+}
+
+fn count(text: &str) -> usize {
+    tokenizer().count(text)
+}
 
 fn config(num_gpu_blocks: usize) -> EngineConfig {
     let p = qwen3_0_6b_l4();
@@ -19,12 +31,11 @@ fn config(num_gpu_blocks: usize) -> EngineConfig {
 }
 
 fn request(id: u64, text: &str, output_len: u32) -> EngineRequest {
-    let prompt = tokenizer::encode(text);
+    let prompt = tokenizer().encode(text);
     EngineRequest {
         id,
-        gen_seed: generation_seed(&prompt),
         prompt,
-        output_len,
+        output: (0..output_len).map(|i| 1000 + i).collect(),
         finish: FinishReason::Length,
         max_tokens_param: Some(output_len),
         lora: None,
@@ -60,7 +71,7 @@ fn a_repeated_prompt_hits_the_cache_and_gets_its_first_token_sooner() {
     let (cold_ttft, cold_cached) = serve_alone(&mut engine, &mut now, request(1, &text, 8));
     now += 1.0;
     let (warm_ttft, warm_cached) = serve_alone(&mut engine, &mut now, request(2, &text, 8));
-    let prompt_len = tokenizer::count(&text);
+    let prompt_len = count(&text);
     assert_eq!(cold_cached, 0);
     assert!(warm_cached > 0 && warm_cached % 16 == 0 && warm_cached < prompt_len, "{warm_cached}/{prompt_len}");
     assert_eq!(warm_cached, (prompt_len - 1) / 16 * 16);
@@ -74,8 +85,14 @@ fn cached_tokens_stay_below_the_prompt_even_when_every_block_is_cached() {
     let mut engine = Engine::new(config(1_000));
     let mut now = 0.0;
     // Find a prompt whose length is an exact multiple of the block size.
-    let text = (1..400).map(|w| long_prompt("x", w)).find(|t| tokenizer::count(t).is_multiple_of(16)).unwrap();
-    let len = tokenizer::count(&text);
+    let mut text = long_prompt("x", 100);
+    for _ in 0..64 {
+        if count(&text).is_multiple_of(16) {
+            break;
+        }
+        text.push_str(" the");
+    }
+    let len = count(&text);
     serve_alone(&mut engine, &mut now, request(1, &text, 4));
     let (_, cached) = serve_alone(&mut engine, &mut now, request(2, &text, 4));
     assert_eq!(cached, len - 16, "a full match still recomputes the last block (cap prompt − 1)");
@@ -89,7 +106,7 @@ fn a_full_cache_evicts_the_least_recently_used_prefix() {
     let a = long_prompt("alpha", 80);
     let b = long_prompt("beta", 80);
     let c = long_prompt("gamma", 100);
-    let blocks = |t: &str| tokenizer::count(t).div_ceil(16);
+    let blocks = |t: &str| count(t).div_ceil(16);
     // a and b fit together; c then needs more than what is free besides b's blocks.
     assert!(blocks(&a) + blocks(&b) < 23 && blocks(&a) + blocks(&b) + blocks(&c) > 23 + 8, "{}", blocks(&c));
     serve_alone(&mut engine, &mut now, request(1, &a, 2));
@@ -149,7 +166,7 @@ fn running_requests_are_batched_and_decode_slows_with_batch_size() {
 fn the_token_budget_chunks_a_long_prefill_over_several_steps() {
     let mut engine = Engine::new(config(10_000));
     let text = long_prompt("chunk", 2_500);
-    let len = tokenizer::count(&text);
+    let len = count(&text);
     assert!(len > 2 * 2_048);
     engine.add_request(request(1, &text, 1), 0.0);
     let mut now = 0.0;
