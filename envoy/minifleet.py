@@ -5,8 +5,9 @@ Used by the end-to-end tests when the Rust simulator is not built (WIS_FLEET=min
 reference for the interface stack.py expects from a fleet:
   POST /v1/chat/completions, /v1/completions   (stream or not; header `x-sim-pod: ip:port`)
   GET  /health, /metrics                       (vLLM metric names: queue, running, KV usage, prefix cache)
-  POST /admin/fault {"mode": "stall"|"exit"|"none"}  stall: hold requests (they queue) until "none";
-                                                    exit: the pod closes its socket and stops answering
+  POST /admin/fault {"mode": "stall"|"exit"|"metrics404"|"none"}
+        stall: hold requests (they queue) until "none"; exit: the pod closes its socket and stops
+        answering; metrics404: /metrics answers 404 while serving goes on (`--fault MODE` at start-up)
 It models no KV cache or timing beyond a fixed per-token delay; routing tests need only the interface.
 
     python3 envoy/minifleet.py --listen 127.0.0.1:9001,127.0.0.1:9002 [--served-model-name NAME]
@@ -28,6 +29,7 @@ POD_HEADER = Header.SIM_POD
 TOKEN_DELAY_S = 0.002  # per generated token: small, the tests only need ordering, not realism
 DEFAULT_MAX_TOKENS = 8
 STALL_LIMIT_S = 60.0  # a stalled request never waits longer than this
+FAULTS = ("none", "stall", "exit", "metrics404")
 
 
 class Pod:
@@ -38,6 +40,7 @@ class Pod:
         self.waiting = 0
         self.running = 0
         self.stalled = False
+        self.metrics_404 = False
         self.requests = 0
         self.exited = False
         self.server = ThreadingHTTPServer((host, port), self.handler())
@@ -71,6 +74,8 @@ class Pod:
                     return
                 if self.path == "/health":
                     self.send(200, b"", "text/plain")
+                elif self.path == "/metrics" and pod.metrics_404:
+                    self.send(404, b"Not Found", "text/plain")
                 elif self.path == "/metrics":
                     self.send(200, pod.metrics().encode(), "text/plain; version=0.0.4")
                 else:
@@ -83,6 +88,9 @@ class Pod:
                 raw = self.rfile.read(length)
                 if self.path == "/admin/fault":
                     kind = json.loads(raw or b"{}").get("mode", "none")
+                    if kind not in FAULTS:
+                        self.send(400, json.dumps({"error": f"unknown fault mode {kind!r}"}).encode())
+                        return
                     pod.fault(kind)
                     self.send(200, json.dumps({"mode": kind}).encode())
                     return
@@ -150,6 +158,7 @@ class Pod:
     def fault(self, kind: str) -> None:
         with self.lock:
             self.stalled = kind == "stall"
+            self.metrics_404 = kind == "metrics404"
             self.lock.notify_all()
         if kind == "exit":
             self.exited = True
@@ -191,11 +200,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, help="IP:PORT,IP:PORT,... one pod per address")
     p.add_argument("--served-model-name", default=MODEL, help=f"the model name in the metrics (default {MODEL})")
+    p.add_argument("--fault", choices=FAULTS, default="none", help="fault of every pod at start-up")
     a = p.parse_args()
     pods = []
     for address in a.listen.split(","):
         host, _, port = address.rpartition(":")
         pods.append(Pod(host, int(port), a.served_model_name))
+        pods[-1].fault(a.fault)
     for pod in pods:
         threading.Thread(target=pod.server.serve_forever, daemon=True).start()
     stop = threading.Event()

@@ -10,6 +10,8 @@ Standard library only; render.py, stack.py, the tests, the demo and the bench im
 
 from __future__ import annotations
 
+import re
+
 # vLLM's default served-model-name: the Hugging Face id of the model the project serves.
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -53,16 +55,33 @@ class Stat:
     SNAPSHOT_FETCH_FAILED = "wis.snapshot.fetch_failed"
     SNAPSHOT_ENDPOINTS = "wis.snapshot.endpoints"
     SERVED_ELSEWHERE = "wis.served_elsewhere"
+    # Endpoints scored with unknown metrics (a failed scrape that is not a connect failure).
+    UNKNOWN_METRICS = "wis.endpoints.unknown_metrics"
+    # Decisions where every endpoint would have been excluded and all pool members were used.
+    NO_HEALTHY_ENDPOINT = "wis.decisions.no_healthy_endpoint"
+    # The learned prompt bytes per token (x100), a gauge.
+    BYTES_PER_TOKEN_X100 = "wis.prefix.bytes_per_token_x100"
 
     @staticmethod
     def endpoint_decisions(address: str) -> str:
         """Requests one VM sent to the endpoint `ip:port`."""
         return f"wis.endpoint.{address}.decisions"
 
+    @staticmethod
+    def index_capacity_blocks(address: str) -> str:
+        """The prefix index's capacity for the endpoint `ip:port`, a gauge."""
+        return f"wis.endpoint.{address}.index_capacity_blocks"
+
 
 def envoy_stat(name: str) -> str:
-    """The name Envoy's admin interface reports a plugin stat under."""
+    """The name Envoy's admin interface reports a plugin stat under (`/stats`)."""
     return ENVOY_WASM_STAT_PREFIX + name
+
+
+def envoy_prometheus_name(name: str) -> str:
+    """The metric name of a plugin stat in Envoy's `/stats/prometheus`: Envoy drops the
+    `wasmcustom.` prefix there and turns every character Prometheus does not allow into `_`."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 class Snapshot:

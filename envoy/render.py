@@ -53,6 +53,9 @@ DEBUG_HEADER = Header.DEBUG
 POOL_CLUSTER = "inference-pool"
 SCRAPER_CLUSTER = "scraper"
 EXT_PROC_CLUSTER = "ext-proc"
+ADMIN_CLUSTER = "envoy-admin"
+# The admin path the stats listener exposes (Prometheus text of every stat, the plugin's included).
+PROMETHEUS_STATS_PATH = "/stats/prometheus"
 WASM_VM_ID = "wasm-inference-scheduler"
 WASM_PLUGIN_NAME = "wasm-inference-scheduler"
 
@@ -61,6 +64,7 @@ WASM_PLUGIN_NAME = "wasm-inference-scheduler"
 KUBERNETES_WASM_PATH = "/etc/envoy/wasm/plugin.wasm"
 KUBERNETES_SCRAPER = "127.0.0.1:9090"
 KUBERNETES_LISTEN = "0.0.0.0:8081"
+KUBERNETES_STATS_LISTEN = "0.0.0.0:9091"
 LOCAL_LISTEN = "127.0.0.1:10000"
 
 # Pool kinds: a fixed list of ip:port members, or a DNS name (a headless Service) whose every address
@@ -72,8 +76,11 @@ STRICT_DNS = "STRICT_DNS"
 # the next one; three covers a primary and two fallbacks dying together.
 NUM_RETRIES = 3
 # Connection failures, refused HTTP/2 streams and resets before a response: all safe to replay
-# because Envoy still holds the (buffered) request body.
-RETRY_ON = "connect-failure,refused-stream,reset"
+# because Envoy still holds the (buffered) request body. Plus a 500 answered before any byte of a
+# response: what vLLM's server sends for every in-flight request when its engine dies
+# (EngineDeadError) just before the pod goes away; a bad request is a 400, never retried.
+RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes"
+RETRIABLE_STATUS_CODES = [500]
 # A pod that is gone answers connect() with RST at once; a pod whose host vanished must not hold a
 # request for long before the fallback is tried.
 POOL_CONNECT_TIMEOUT = "1s"
@@ -109,6 +116,12 @@ class RenderOptions:
     access_log: str | None = None
     # JSON lines, one per request, with the plugin's debug header (the decision view reads it).
     decision_log: str | None = None
+    # A listener serving only /stats/prometheus (proxied to the admin interface), for scrapers such
+    # as GKE's PodMonitoring that must not reach the rest of the admin API.
+    stats_listen: str | None = None
+    # Environment variables of Envoy's process the wasm VM may read, besides those the plugin
+    # configuration names (a session-affinity-scorer's `secretEnv`).
+    wasm_env_keys: list[str] = field(default_factory=list)
 
 
 def parse_host_port(text: str, what: str, *, need_ip: bool = True) -> tuple[str, int]:
@@ -275,17 +288,48 @@ def plugin_configuration(opts: RenderOptions) -> dict[str, Any]:
     return deep_merge({"pool": pool, "headers": headers}, opts.plugin_config)
 
 
+# The scorer whose key may come from an environment variable of the VM (`secretEnv`).
+SESSION_SCORER = "session-affinity-scorer"
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def wasm_env_keys(opts: RenderOptions) -> list[str]:
+    """The environment variables the wasm VM gets from Envoy's process: the explicit ones and every
+    session-affinity-scorer's `secretEnv` in the plugin configuration."""
+    keys = list(opts.wasm_env_keys)
+    epc = opts.plugin_config.get("endpointPickerConfig") or {}
+    plugins = epc.get("plugins") if isinstance(epc, dict) else None
+    for i, plugin in enumerate(plugins if isinstance(plugins, list) else []):
+        if not isinstance(plugin, dict) or plugin.get("type") != SESSION_SCORER:
+            continue
+        params = plugin.get("parameters") or {}
+        if isinstance(params, dict) and "secretEnv" in params:
+            keys.append(params["secretEnv"])
+            where = f"plugin configuration: endpointPickerConfig.plugins[{i}].parameters.secretEnv"
+            if not isinstance(params["secretEnv"], str):
+                raise RenderError(f"{where}: expected an environment variable name, got {params['secretEnv']!r}")
+    for key in keys:
+        if not ENV_KEY.fullmatch(key):
+            raise RenderError(f"wasm environment variable {key!r}: expected a name like WIS_SESSION_SECRET")
+    return sorted(set(keys))
+
+
 def wasm_filter(opts: RenderOptions) -> dict[str, Any]:
     if not opts.wasm:
         raise RenderError(f"scenario {opts.scenario} needs --wasm PATH (the plugin .wasm)")
+    vm_config: dict[str, Any] = {
+        # The same vm_id on every worker: Envoy clones one VM per worker thread from it.
+        "vm_id": WASM_VM_ID,
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": opts.wasm}},
+    }
+    env_keys = wasm_env_keys(opts)
+    if env_keys:
+        # Only these variables of Envoy's own environment are visible to the VM (WASI environ).
+        vm_config["environment_variables"] = {"host_env_keys": env_keys}
     config = {
         "name": WASM_PLUGIN_NAME,
-        "vm_config": {
-            # The same vm_id on every worker: Envoy clones one VM per worker thread from it.
-            "vm_id": WASM_VM_ID,
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": opts.wasm}},
-        },
+        "vm_config": vm_config,
         "configuration": typed(
             "google.protobuf.StringValue", value=json.dumps(plugin_configuration(opts), separators=(",", ":"))
         ),
@@ -358,6 +402,8 @@ class Scenario:
     needs_ext_proc: bool = False
     default_listen: str = LOCAL_LISTEN
     default_scraper: str | None = None
+    # The Prometheus stats listener when none is given (None: no such listener).
+    default_stats_listen: str | None = None
     # The .wasm path when none is given (None: --wasm is required when needs_wasm).
     default_wasm: Callable[[], str] | None = None
 
@@ -383,6 +429,7 @@ SCENARIO_TABLE: dict[str, Scenario] = {
         Scenario("no-filter", None, OVERRIDE_HOST, STATIC, needs_wasm=False, needs_scraper=False),
         Scenario("kubernetes", wasm_filter, OVERRIDE_HOST, STRICT_DNS, needs_wasm=True, needs_scraper=True,
                  default_listen=KUBERNETES_LISTEN, default_scraper=KUBERNETES_SCRAPER,
+                 default_stats_listen=KUBERNETES_STATS_LISTEN,
                  default_wasm=lambda: KUBERNETES_WASM_PATH),
     )
 }
@@ -402,7 +449,11 @@ def router_filter() -> dict[str, Any]:
 
 
 def retry_policy(opts: RenderOptions) -> dict[str, Any]:
-    retry: dict[str, Any] = {"retry_on": RETRY_ON, "num_retries": NUM_RETRIES}
+    retry: dict[str, Any] = {
+        "retry_on": RETRY_ON,
+        "retriable_status_codes": RETRIABLE_STATUS_CODES,
+        "num_retries": NUM_RETRIES,
+    }
     if not scenario(opts.scenario).lb.walks_fallbacks:
         # Plain load balancers could pick the host that just failed; override_host instead walks
         # the header's fallback list by attempt number.
@@ -507,6 +558,36 @@ def listener(opts: RenderOptions) -> dict[str, Any]:
     }
 
 
+def stats_listener(opts: RenderOptions) -> dict[str, Any]:
+    """Serves GET /stats/prometheus from the admin interface and 404 for everything else, so the
+    admin API itself (config dump, quitquitquit, ...) stays on loopback."""
+    routes = [
+        {
+            "match": {"path": PROMETHEUS_STATS_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "route": {"cluster": ADMIN_CLUSTER, "timeout": "5s"},
+        },
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found"}}},
+    ]
+    hcm = http_connection_manager("prometheus_stats", routes, [router_filter()])
+    return {
+        "name": "prometheus-stats",
+        "address": socket_address(opts.stats_listen or "", "--stats-listen"),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": typed(
+                            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            **hcm,
+                        ),
+                    }
+                ]
+            }
+        ],
+    }
+
+
 def check(opts: RenderOptions) -> None:
     sc = scenario(opts.scenario)
     if sc.pool_kind == STRICT_DNS:
@@ -522,6 +603,8 @@ def check(opts: RenderOptions) -> None:
         raise RenderError(f"--admin {opts.admin}: the admin interface must listen on loopback")
     if opts.workers is not None and opts.workers < 1:
         raise RenderError(f"--workers {opts.workers}: expected at least 1")
+    if opts.stats_listen:
+        parse_host_port(opts.stats_listen, "--stats-listen")
 
 
 def render(opts: RenderOptions) -> dict[str, Any]:
@@ -533,6 +616,10 @@ def render(opts: RenderOptions) -> dict[str, Any]:
         clusters.append(sidecar_cluster(SCRAPER_CLUSTER, opts.scraper, "--scraper"))
     if sc.needs_ext_proc:
         clusters.append(sidecar_cluster(EXT_PROC_CLUSTER, opts.ext_proc or "", "--ext-proc", http2=True))
+    listeners = [listener(opts)]
+    if opts.stats_listen:
+        listeners.append(stats_listener(opts))
+        clusters.append(sidecar_cluster(ADMIN_CLUSTER, opts.admin, "--admin"))
     node: dict[str, Any] = {"id": f"wis-{opts.scenario}", "cluster": "wasm-inference-scheduler"}
     if opts.workers:
         # Bootstrap has no worker count (that is `envoy --concurrency`); recorded for whoever runs it.
@@ -540,7 +627,7 @@ def render(opts: RenderOptions) -> dict[str, Any]:
     return {
         "node": node,
         "admin": {"address": socket_address(opts.admin, "--admin")},
-        "static_resources": {"listeners": [listener(opts)], "clusters": clusters},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 
@@ -565,6 +652,11 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
     p.add_argument("--plugin-config", help="JSON file merged over the rendered plugin configuration")
     p.add_argument("--workers", type=int, help="Envoy worker count the config is meant for (--concurrency)")
     p.add_argument("--access-log", help="write one access-log line per request to this file")
+    p.add_argument("--stats-listen", help="listener IP:PORT serving only /stats/prometheus "
+                   f"(kubernetes default {KUBERNETES_STATS_LISTEN}; 'none' for no such listener)")
+    p.add_argument("--wasm-env", action="append", default=[], metavar="NAME",
+                   help="an environment variable of Envoy the wasm VM may read (repeatable; a "
+                   "session-affinity-scorer's secretEnv is added by itself)")
     p.add_argument("--format", choices=("yaml", "json"), help="output format (default from --out, else yaml)")
     p.add_argument("--out", help="write here instead of stdout")
     a = p.parse_args(argv)
@@ -594,6 +686,8 @@ def options_from_args(argv: list[str] | None = None) -> tuple[RenderOptions, str
         plugin_config=plugin_config,
         workers=a.workers,
         access_log=a.access_log,
+        stats_listen=None if a.stats_listen == "none" else (a.stats_listen or sc.default_stats_listen),
+        wasm_env_keys=a.wasm_env,
     )
     fmt = a.format or ("json" if a.out and a.out.endswith(".json") else "yaml")
     return opts, a.out, fmt

@@ -191,7 +191,8 @@ def fleet_kind() -> str:
 def sim_fault(pod: str, kind: str) -> None:
     """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod.rs): stall (requests
     and the engine hang, /metrics too), error500, close (connections closed unanswered), exit (the pod
-    stops listening and drops its connections), none (clear)."""
+    stops listening and drops its connections), metrics404 (/metrics answers 404, serving goes on),
+    none (clear)."""
     host, port = render.parse_host_port(pod, "pod")
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
@@ -259,6 +260,13 @@ class Process:
             return ""
         return "\n".join(text[-lines:])
 
+    def running(self) -> bool:
+        """True while the process runs; raises StackError with its log tail once it has exited, so
+        a readiness wait fails at once instead of at its deadline."""
+        if not self.alive():
+            raise StackError(f"{self.name} exited{self.failure_note()}")
+        return True
+
     def failure_note(self) -> str:
         state = "running" if self.alive() else f"exited with {self.popen.returncode if self.popen else '?'}"
         return f" ({self.name} {state}; log {self.log}):\n{self.log_tail()}"
@@ -297,6 +305,8 @@ class Envoy:
     workers: int
     # JSON lines with each request's decision (start_envoy(decision_log=True)).
     decision_log: Path | None = None
+    # The listener serving only /stats/prometheus (start_envoy(stats_listen=True)).
+    stats_listen: str | None = None
 
     @property
     def url(self) -> str:
@@ -358,17 +368,19 @@ class Stack:
 
     # --- components -------------------------------------------------------------------------
 
-    def start_fleet(self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet") -> list[str]:
+    def start_fleet(
+        self, pods: int, extra_args: Sequence[str] = (), name: str = "fleet", kind: str | None = None
+    ) -> list[str]:
         """A fleet of simulated vLLM pods, one port each; returns their addresses once all answer.
 
-        `sim fleet` (the Rust simulator) by default; WIS_FLEET=mini uses envoy/minifleet.py, the
-        Python stand-in with the same interface (no KV-cache or time model)."""
+        `kind` "sim" is `sim fleet` (the Rust simulator), "mini" is envoy/minifleet.py, the Python
+        stand-in with the same interface (no KV-cache or time model); default: $WIS_FLEET, else sim."""
         ports = free_ports(pods)
         pool = [f"127.0.0.1:{p}" for p in ports]
         extra = [str(a) for a in extra_args]
         if not any(a.startswith("--served-model-name") for a in extra):
             extra = ["--served-model-name", MODEL, *extra]
-        if fleet_kind() == "mini":
+        if (kind or fleet_kind()) == "mini":
             argv: list[Any] = [sys.executable, HERE / "minifleet.py", "--listen", ",".join(pool), *extra]
         else:
             argv = [sim_binary(), "fleet", "--listen", ",".join(pool), *extra]
@@ -376,15 +388,24 @@ class Stack:
         for address in pool:
             wait_until(
                 f"sim pod {address}",
-                lambda a=address: proc.alive() and http_get(a, "/health")[0] == 200,
+                lambda a=address: proc.running() and http_get(a, "/health")[0] == 200,
                 SERVICE_READY_TIMEOUT_S,
                 proc.failure_note,
             )
         return pool
 
-    def start_scraper(self, pool: Sequence[str], interval_ms: int = 50, extra_args: Sequence[str] = ()) -> str:
-        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does."""
-        address = f"127.0.0.1:{free_port()}"
+    def start_scraper(
+        self,
+        pool: Sequence[str],
+        interval_ms: int = 50,
+        extra_args: Sequence[str] = (),
+        *,
+        address: str | None = None,
+        name: str = "scraper",
+    ) -> str:
+        """`wis-scraper --static`: scrapes the pool, serves /snapshot; returns its address once it does.
+        `address` reuses a given listen address (a restarted scraper where Envoy expects the old one)."""
+        address = address or f"127.0.0.1:{free_port()}"
         argv = [
             scraper_binary(),
             "--static",
@@ -395,14 +416,22 @@ class Stack:
             str(interval_ms),
             *extra_args,
         ]
-        proc = self.spawn("scraper", argv)
+        proc = self.spawn(name, argv)
         wait_until(
             f"scraper {address}",
-            lambda: proc.alive() and http_get(address, "/snapshot")[0] == 200,
+            lambda: proc.running() and http_get(address, "/snapshot")[0] == 200,
             SERVICE_READY_TIMEOUT_S,
             proc.failure_note,
         )
         return address
+
+    def process(self, name: str) -> Process:
+        """The latest process started under `name` (e.g. "scraper")."""
+        with self._lock:
+            found = [p for p in self.processes if p.name == name]
+        if not found:
+            raise StackError(f"no process named {name!r} in this stack")
+        return found[-1]
 
     def start_envoy(
         self,
@@ -419,10 +448,13 @@ class Stack:
         decision_log: bool = False,
         log_level: str = "info",
         name: str = "envoy",
+        env: dict[str, str] | None = None,
+        stats_listen: bool = False,
     ) -> Envoy:
         """Renders the scenario's config, validates nothing twice (Envoy refuses a bad one at start),
-        starts Envoy and waits until the admin says LIVE and the listener accepts."""
-        listen_port, admin_port = free_ports(2)
+        starts Envoy and waits until the admin says LIVE and the listener accepts. `env` adds to
+        Envoy's environment (e.g. a secret the plugin configuration names in `secretEnv`)."""
+        listen_port, admin_port, stats_port = free_ports(3)
         opts = render.RenderOptions(
             scenario=scenario,
             listen=f"127.0.0.1:{listen_port}",
@@ -436,6 +468,7 @@ class Stack:
             workers=workers,
             access_log=str(self.run_dir.file(f"{name}-access.log")) if access_log else None,
             decision_log=str(self.run_dir.file(f"{name}-decisions.jsonl")) if decision_log else None,
+            stats_listen=f"127.0.0.1:{stats_port}" if stats_listen else None,
         )
         config_path = self.run_dir.file(f"{name}.yaml")
         config_path.write_text(render.to_text(render.render(opts), "yaml"))
@@ -449,7 +482,7 @@ class Stack:
             "--log-level",
             log_level,
         ]
-        proc = self.spawn(name, argv)
+        proc = self.spawn(name, argv, env)
         envoy = Envoy(
             proc,
             opts.listen,
@@ -458,10 +491,11 @@ class Stack:
             scenario,
             workers,
             Path(opts.decision_log) if opts.decision_log else None,
+            opts.stats_listen,
         )
         wait_until(
             f"envoy ({scenario}) admin {opts.admin}/ready",
-            lambda: proc.alive() and http_get(opts.admin, "/ready")[0] == 200,
+            lambda: proc.running() and http_get(opts.admin, "/ready")[0] == 200,
             ENVOY_READY_TIMEOUT_S,
             proc.failure_note,
         )

@@ -36,10 +36,16 @@ done
   --listen "127.0.0.1:${LISTEN_PORT}" --exit-after-ms "$total_ms" &
 scraper=$!
 pids+=($scraper)
-# Wait (bounded) until every endpoint is healthy in the snapshot.
+# Wait (bounded) until every endpoint is healthy in the snapshot with its metrics read.
+all_read() {
+  curl -fsS "http://127.0.0.1:${LISTEN_PORT}/metrics" 2>/dev/null |
+    awk -v n="$ENDPOINTS" '$1 == "wis_scraper_endpoints{state=\"healthy\"}" && $2 == n {h = 1}
+                           $1 == "wis_scraper_endpoints{state=\"stale\"}" && $2 == 0 {s = 1}
+                           END {exit !(h && s)}'
+}
 deadline=$((SECONDS + 30))
-until curl -fsS "http://127.0.0.1:${LISTEN_PORT}/metrics" 2>/dev/null | grep -q "^wis_scraper_endpoints{state=\"healthy\"} ${ENDPOINTS}$"; do
-  if (( SECONDS > deadline )); then echo "scraper never saw ${ENDPOINTS} healthy endpoints" >&2; exit 1; fi
+until all_read; do
+  if (( SECONDS > deadline )); then echo "scraper never read ${ENDPOINTS} healthy endpoints" >&2; exit 1; fi
   sleep 0.2
 done
 sleep "$warmup_s"

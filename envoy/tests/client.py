@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from names import MODEL, Header
@@ -21,6 +21,8 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    # Every header line as received (names lower-cased), repeated names included.
+    header_lines: list[tuple[str, str]] = field(default_factory=list)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -43,7 +45,8 @@ def request(
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        lines = [(k.lower(), v) for k, v in resp.getheaders()]
+        return Response(resp.status, dict(lines), data, lines)
     finally:
         conn.close()
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 import client
+import prom
 import stack as stack_mod
-from names import Header, Stat
+from names import Header, Stat, envoy_prometheus_name
 
 SIM_POD_HEADER = Header.SIM_POD
 
@@ -44,3 +45,29 @@ def _plugin_config(path) -> str:
     config = yaml.safe_load(path.read_text())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     return hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+
+
+def test_the_stats_listener_serves_prometheus_text_and_nothing_else_of_the_admin(stack, wasm_path):
+    """What PodMonitoring scrapes: /stats/prometheus on its own listener (the admin stays on
+    loopback); the rest of the admin API is not reachable through it."""
+    pod = stack.start_fleet(1)[0]
+    scraper = stack.start_scraper([pod])
+    port = pod.rsplit(":", 1)[1]
+    envoy = stack.start_envoy("kubernetes", [], pool_dns=f"localhost:{port}", scraper=scraper, wasm=wasm_path,
+                              stats_listen=True)
+    stack_mod.wait_until(
+        "a request served through the kubernetes config",
+        lambda: client.chat(envoy.listen, client.conversation("sys", "hi"), max_tokens=4).status == 200,
+        20.0,
+        lambda: f"\nenvoy log:\n{envoy.log_tail()}",
+    )
+    resp = client.request(envoy.stats_listen, "GET", "/stats/prometheus")
+    assert resp.status == 200, resp.body[:300]
+    samples = prom.parse(resp.body.decode())
+    assert (prom.value(samples, "envoy_cluster_upstream_rq_total", envoy_cluster_name="inference-pool") or 0) >= 1
+    served = prom.value(samples, envoy_prometheus_name(Stat.endpoint_decisions(pod)))
+    assert (served or 0) >= 1, "the plugin's stats are exported too"
+    for method, path in [("GET", "/config_dump"), ("POST", "/quitquitquit"), ("GET", "/stats"),
+                         ("POST", "/stats/prometheus"), ("GET", "/ready")]:
+        assert client.request(envoy.stats_listen, method, path).status == 404, f"{method} {path} reached the admin"
+    assert stack_mod.http_get(envoy.admin, "/ready")[0] == 200, "Envoy is still up"

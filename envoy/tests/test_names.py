@@ -45,13 +45,22 @@ def test_the_destination_header_is_the_endpoint_picker_protocols():
 
 @pytest.mark.parametrize("name", [v for k, v in vars(Stat).items() if k.isupper()])
 def test_every_stat_name_is_one_the_plugin_defines(name):
-    assert name in rust_string_literals(), f"stat {name!r} is not a string in plugin/src"
+    defined = name in rust_string_literals()
+    assert defined, f"stat {name!r} is not a string in plugin/src"
 
 
-def test_per_endpoint_decision_stat_has_the_plugins_shape():
-    assert Stat.endpoint_decisions("10.0.0.7:8000") == "wis.endpoint.10.0.0.7:8000.decisions"
-    assert "wis.endpoint.{address}.decisions" in rust_string_literals()
+@pytest.mark.parametrize("per_endpoint", [Stat.endpoint_decisions, Stat.index_capacity_blocks])
+def test_per_endpoint_stats_have_the_plugins_shape(per_endpoint):
+    name = per_endpoint("10.0.0.7:8000")
+    assert name.startswith("wis.endpoint.10.0.0.7:8000.")
+    suffix = name.removeprefix("wis.endpoint.10.0.0.7:8000")
+    defined = any(s.startswith("wis.endpoint.{") and s.endswith(suffix) for s in rust_string_literals())
+    assert defined, f"plugin/src formats no per-endpoint stat ending in {suffix!r}"
+
+
+def test_envoy_reports_plugin_stats_under_its_prefixes():
     assert names.envoy_stat(Stat.DECISIONS) == "wasmcustom.wis.decisions"
+    assert names.envoy_prometheus_name(Stat.endpoint_decisions("10.0.0.7:8000")) == "wis_endpoint_10_0_0_7_8000_decisions"
 
 
 @pytest.mark.parametrize("key", [v for k, v in vars(Snapshot).items() if k.isupper()])

@@ -29,7 +29,7 @@ def options(scenario: str, **kw) -> render.RenderOptions:
     )
     if scenario == "kubernetes":
         base.update(pool=[], pool_dns="vllm-pool.default.svc.cluster.local:8000", listen="0.0.0.0:8081",
-                    scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH)
+                    scraper="127.0.0.1:9090", wasm=render.KUBERNETES_WASM_PATH, stats_listen="0.0.0.0:9091")
     if scenario == "ext-proc":
         base.update(ext_proc="127.0.0.1:9100")
     base.update(kw)
@@ -170,6 +170,8 @@ def test_picker_scenarios_route_by_the_destination_header_with_round_robin_fallb
     retry = route(config)["retry_policy"]
     assert set(retry["retry_on"].split(",")) >= {"connect-failure", "reset"}
     assert retry["num_retries"] >= 1
+    # A dying pod's 500 (vLLM's EngineDeadError) moves to the fallback; a 4xx never does.
+    assert "retriable-status-codes" in retry["retry_on"].split(",") and retry["retriable_status_codes"] == [500]
     assert "retry_host_predicate" not in retry  # override_host walks the fallback list itself
 
 
@@ -224,6 +226,66 @@ def test_kubernetes_scenario_resolves_the_headless_service_and_uses_the_sidecar(
     assert wasm["vm_config"]["code"]["local"]["filename"] == render.KUBERNETES_WASM_PATH
     plugin = json.loads(wasm["configuration"]["value"])
     assert plugin["pool"] == {"endpoints": [], "snapshotCluster": "scraper"}
+
+
+SESSION_SECRET_ENV = {
+    "endpointPickerConfig": {
+        "plugins": [{"type": "session-affinity-scorer", "parameters": {"secretEnv": "WIS_SESSION_SECRET"}},
+                    {"type": "prefix-cache-scorer"}, {"type": "max-score-picker"}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "session-affinity-scorer", "weight": 1}, {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            {"pluginRef": "max-score-picker"}]}],
+    }
+}
+
+
+def listener_named(config: dict, name: str) -> dict:
+    found = [l for l in config["static_resources"]["listeners"] if l["name"] == name]
+    assert len(found) == 1, [l["name"] for l in config["static_resources"]["listeners"]]
+    return found[0]
+
+
+def test_kubernetes_stats_listener_serves_only_prometheus_stats_from_the_loopback_admin():
+    config = render.render(options("kubernetes"))
+    stats = listener_named(config, "prometheus-stats")
+    assert stats["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9091}
+    routes = stats["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"]["path"] == "/stats/prometheus"
+    assert routes[0]["route"]["cluster"] == render.ADMIN_CLUSTER
+    assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found"}}}
+    assert member_addresses(cluster(config, render.ADMIN_CLUSTER)) == ["127.0.0.1:9901"]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1", "admin itself stays on loopback"
+
+
+def test_the_cli_gives_kubernetes_its_stats_listener_and_other_scenarios_none():
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000"])
+    assert opts.stats_listen == "0.0.0.0:9091"
+    opts, _, _ = render.options_from_args(["--scenario", "kubernetes", "--pool-dns", "svc:8000", "--stats-listen", "none"])
+    assert opts.stats_listen is None
+    opts, _, _ = render.options_from_args(["--scenario", "plugin", "--pool", POOL[0]])
+    assert opts.stats_listen is None
+    config = render.render(options("plugin"))
+    assert [l["name"] for l in config["static_resources"]["listeners"]] == ["inference"]
+
+
+@pytest.mark.parametrize("scenario", ["plugin", "kubernetes"])
+def test_a_session_secret_from_the_environment_reaches_the_wasm_vm(scenario):
+    config = render.render(options(scenario, plugin_config=SESSION_SECRET_ENV, wasm_env_keys=["WIS_EXTRA"]))
+    vm = hcm(config)["http_filters"][0]["typed_config"]["config"]["vm_config"]
+    assert vm["environment_variables"] == {"host_env_keys": ["WIS_EXTRA", "WIS_SESSION_SECRET"]}
+
+
+def test_without_secret_env_the_wasm_vm_sees_no_environment():
+    vm = hcm(render.render(options("plugin")))["http_filters"][0]["typed_config"]["config"]["vm_config"]
+    assert "environment_variables" not in vm
+
+
+@pytest.mark.parametrize("secret_env", [7, "WIS SECRET", ""])
+def test_a_bad_secret_env_is_refused(secret_env):
+    bad = {"endpointPickerConfig": {"plugins": [{"type": "session-affinity-scorer",
+                                                 "parameters": {"secretEnv": secret_env}}]}}
+    with pytest.raises(render.RenderError, match="secretEnv|environment variable"):
+        render.render(options("plugin", plugin_config=bad))
 
 
 def test_access_log_records_the_pick_and_the_upstream():
@@ -289,10 +351,15 @@ def test_cli_reads_the_plugin_config_file(tmp_path):
     assert bad.returncode == 2 and "JSON object" in bad.stderr
 
 
-@pytest.mark.parametrize("scenario", render.SCENARIOS)
-def test_envoy_accepts_the_rendered_config(scenario, envoy_bin, wasm_path, tmp_path):
-    opts = options(scenario, scraper="127.0.0.1:9090")
-    if scenario in ("plugin", "kubernetes"):
+@pytest.mark.parametrize(
+    "scenario,plugin_config",
+    [(s, {}) for s in render.SCENARIOS]
+    + [("plugin", SESSION_SECRET_ENV), ("kubernetes", SESSION_SECRET_ENV), ("plugin", {"headers": {"destination": "x-picked"}})],
+    ids=list(render.SCENARIOS) + ["plugin-secret-env", "kubernetes-secret-env", "plugin-renamed-header"],
+)
+def test_envoy_accepts_the_rendered_config(scenario, plugin_config, envoy_bin, wasm_path, tmp_path):
+    opts = options(scenario, scraper="127.0.0.1:9090", plugin_config=plugin_config)
+    if render.scenario(scenario).needs_wasm:
         opts.wasm = str(wasm_path)  # validate mode loads the .wasm and configures the plugin
     path = tmp_path / f"{scenario}.yaml"
     path.write_text(render.to_text(render.render(opts), "yaml"))

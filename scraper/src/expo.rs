@@ -41,6 +41,9 @@ pub struct Exposition {
     pub first_malformed: Option<String>,
     /// Non-comment, non-empty lines seen, wanted or not.
     pub sample_lines: usize,
+    /// A sample named in the vocabulary's cold-start namespace was seen (set by
+    /// `Vocabulary::parse`; see `vocab`).
+    pub namespace_seen: bool,
 }
 
 /// How much of a rejected line goes into a log message.

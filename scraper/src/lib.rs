@@ -12,6 +12,7 @@
 pub mod config;
 pub mod discovery;
 pub mod expo;
+pub mod failure_log;
 pub mod fixture;
 pub mod scrape;
 pub mod selfmetrics;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use discovery::{K8sSettings, Resolver};
+use failure_log::{FailureLog, Outcome};
 use scrape::ScrapeSettings;
 use selfmetrics::SelfMetrics;
 use state::PoolState;
@@ -166,12 +168,12 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     // A slow pod gets its next scrape one interval after the last one ends, not a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reason: Option<&'static str> = None;
+    let mut log = FailureLog::default();
     let mut connection = match scrape::Connection::new(addr, &settings) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot scrape this endpoint");
-            lock(&shared.state).record_failure(addr, e.to_string());
+            lock(&shared.state).record_failure(addr, &e, e.to_string(), state::unix_ms());
             return;
         }
     };
@@ -184,27 +186,24 @@ async fn scrape_loop(addr: SocketAddr, shared: Arc<Shared>, vocab: Arc<Vocabular
         };
         let took = started.elapsed();
         let now = state::unix_ms();
-        match result {
+        let line = match result {
             Ok(reading) => {
                 shared.metrics.observe_scrape(took, None);
                 lock(&shared.state).record_success(addr, reading, now);
-                if last_reason.take().is_some() {
-                    tracing::info!(%addr, "scrapes succeed again");
-                }
+                log.observe(Outcome::Succeeded, Instant::now())
             }
             Err(e) => {
                 let reason = e.reason();
                 shared.metrics.observe_scrape(took, Some(reason));
-                let turned_unhealthy = lock(&shared.state).record_failure(addr, e.to_string());
-                // Log transitions, not every failure (a dead pod would log 20 lines a second):
-                // turning unhealthy, or failing for a new reason; a single blip only at debug.
-                if turned_unhealthy || last_reason.is_some_and(|r| r != reason) {
-                    tracing::warn!(%addr, error = %e, "scrape failing; endpoint is stale and unhealthy after repeated failures");
-                } else if last_reason.is_none() {
-                    tracing::debug!(%addr, error = %e, "scrape failed; endpoint is stale");
-                }
-                last_reason = Some(reason);
+                let message = vocab.failure_message(&e);
+                let Some(healthy) = lock(&shared.state).record_failure(addr, &e, message.clone(), now) else {
+                    continue;
+                };
+                log.observe(Outcome::Failed { reason, message: &message, healthy }, Instant::now())
             }
+        };
+        if let Some(line) = line {
+            line.emit(addr, &settings.path);
         }
     }
 }

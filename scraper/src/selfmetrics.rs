@@ -1,8 +1,8 @@
 //! The scraper's own Prometheus metrics (`GET /metrics` on the listen address).
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::scrape::ScrapeError;
@@ -21,9 +21,7 @@ pub struct SelfMetrics {
     snapshots: AtomicU64,
     snapshot_bytes: AtomicU64,
     snapshot_sequence: AtomicU64,
-    endpoints: AtomicU64,
-    healthy: AtomicU64,
-    stale: AtomicU64,
+    endpoints: Mutex<EndpointCounts>,
 }
 
 impl SelfMetrics {
@@ -47,9 +45,7 @@ impl SelfMetrics {
         self.snapshots.fetch_add(1, Relaxed);
         self.snapshot_sequence.store(sequence, Relaxed);
         self.snapshot_bytes.store(bytes as u64, Relaxed);
-        self.endpoints.store(counts.total as u64, Relaxed);
-        self.healthy.store(counts.healthy as u64, Relaxed);
-        self.stale.store(counts.stale as u64, Relaxed);
+        *crate::lock(&self.endpoints) = counts;
     }
 
     pub fn render(&self) -> String {
@@ -91,11 +87,29 @@ impl SelfMetrics {
             "# TYPE wis_scraper_snapshot_bytes gauge\nwis_scraper_snapshot_bytes {}",
             self.snapshot_bytes.load(Relaxed)
         );
-        let _ = writeln!(o, "# HELP wis_scraper_endpoints Endpoints in the latest snapshot by state.");
+        let c = *crate::lock(&self.endpoints);
+        let _ = writeln!(
+            o,
+            "# HELP wis_scraper_endpoints Endpoints in the latest snapshot by state: discovered (all), healthy \
+             (reachable, whether or not its metrics are known), unknown_metrics (reachable, but the latest scrape \
+             could not be read), unreachable (never reached, or consecutive connection failures/timeouts), stale \
+             (the latest scrape gave no reading)."
+        );
         let _ = writeln!(o, "# TYPE wis_scraper_endpoints gauge");
-        let _ = writeln!(o, "wis_scraper_endpoints{{state=\"discovered\"}} {}", self.endpoints.load(Relaxed));
-        let _ = writeln!(o, "wis_scraper_endpoints{{state=\"healthy\"}} {}", self.healthy.load(Relaxed));
-        let _ = writeln!(o, "wis_scraper_endpoints{{state=\"stale\"}} {}", self.stale.load(Relaxed));
+        for (state, n) in [
+            ("discovered", c.total),
+            ("healthy", c.healthy),
+            ("unknown_metrics", c.unknown_metrics),
+            ("unreachable", c.unreachable),
+            ("stale", c.stale),
+        ] {
+            let _ = writeln!(o, "wis_scraper_endpoints{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP wis_scraper_endpoints_failing Endpoints whose latest scrape failed, by reason.");
+        let _ = writeln!(o, "# TYPE wis_scraper_endpoints_failing gauge");
+        for (reason, n) in ScrapeError::REASONS.iter().zip(c.failing) {
+            let _ = writeln!(o, "wis_scraper_endpoints_failing{{reason=\"{reason}\"}} {n}");
+        }
         o
     }
 }

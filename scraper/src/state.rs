@@ -1,39 +1,62 @@
 //! The pool as the scraper last saw it, and the snapshot documents made from it.
 //!
-//! Per endpoint:
-//! - a scrape that succeeds stores its reading, sets `last_scrape_ms`, clears `stale` and the
-//!   failure count, and makes the endpoint `healthy`;
-//! - a scrape that fails keeps the last reading, sets `stale`, counts `consecutive_failures`, and
-//!   after `unhealthy_after` failures in a row (default 3, i.e. 150 ms at the default 50 ms
-//!   interval: one lost scrape is a blip, three are a pod in trouble) sets `healthy` to false;
-//! - an endpoint never scraped successfully is `stale` and not `healthy`;
-//! - an endpoint that leaves discovery is dropped at once, with its history.
+//! Two facts per endpoint, kept apart (their wire meaning is `plugin/src/pool.rs`'s), because a
+//! pod whose metrics cannot be read says nothing about whether it can serve:
+//! - **reachable** (`healthy`): an endpoint starts not healthy and turns healthy with the first
+//!   answer of any kind (a 404 too: something is listening). Only connection failures and
+//!   timeouts clear it, after `unhealthy_after` of them in a row (default 3, i.e. 150 ms at the
+//!   default 50 ms interval: one lost scrape is a blip, three are a pod that is gone); any
+//!   answer resets that count. So an endpoint whose first attempts cannot connect is not healthy,
+//!   and one that connects but answers 404 is;
+//! - **metrics known** (`!stale`): any failed scrape (an HTTP error status, an unreadable body, a
+//!   missing gauge, a body over the limit, an unreachable pod) sets `stale` and keeps the last
+//!   good values (zeros when there never were any); a successful scrape stores its reading,
+//!   sets `last_scrape_ms` and clears it.
+//!
+//! A failed scrape also records `last_error` (its reason, a message of at most
+//! `MAX_ERROR_MESSAGE_BYTES`, and the Unix ms of the first failure of the current streak), and
+//! `consecutive_failures` counts failed scrapes of any kind in a row; a successful scrape clears
+//! both. An endpoint that leaves discovery is dropped at once, with its history.
 //!
 //! Every generated snapshot carries the next `sequence` (monotonic for the process).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use wasm_inference_scheduler::pool::{Endpoint, EndpointMetrics, Engine, FORMAT_VERSION, MAX_ENDPOINTS, PoolSnapshot};
+use wasm_inference_scheduler::pool::{
+    Endpoint, EndpointMetrics, Engine, FORMAT_VERSION, MAX_ENDPOINTS, MAX_ERROR_MESSAGE_BYTES, PoolSnapshot,
+    ScrapeFailure, truncate_utf8,
+};
 
+use crate::scrape::ScrapeError;
 use crate::vocab::Reading;
 
-/// Default number of consecutive failed scrapes after which an endpoint is reported unhealthy.
+/// Default number of consecutive connection failures or timeouts after which a reachable
+/// endpoint is reported unhealthy.
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
 
 /// Counts of endpoints by state, for the scraper's own metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointCounts {
     pub total: usize,
+    /// Reachable (`healthy` in the snapshot), metrics known or not.
     pub healthy: usize,
+    /// The latest scrape gave no reading, reachable or not.
     pub stale: usize,
+    /// Reachable, but the latest scrape could not be read: scheduled on what the proxy knows.
+    pub unknown_metrics: usize,
+    /// Not healthy: never reached, or connection failures/timeouts in a row.
+    pub unreachable: usize,
+    /// Endpoints whose latest scrape failed, by reason (in [`ScrapeError::REASONS`] order).
+    pub failing: [usize; ScrapeError::REASONS.len()],
 }
 
 #[derive(Debug, Clone)]
 struct Record {
     endpoint: Endpoint,
-    last_error: Option<String>,
     /// At least one scrape finished (either way).
     attempted: bool,
+    /// Connection failures and timeouts in a row; an answer of any kind resets it.
+    unreachable_streak: u32,
 }
 
 /// Every discovered endpoint's latest state.
@@ -81,8 +104,8 @@ impl PoolState {
                         metrics: EndpointMetrics::default(),
                         last_error: None,
                     },
-                    last_error: None,
                     attempted: false,
+                    unreachable_streak: 0,
                 }
             });
         }
@@ -98,33 +121,51 @@ impl PoolState {
             r.endpoint.stale = false;
             r.endpoint.healthy = true;
             r.endpoint.consecutive_failures = 0;
-            r.last_error = None;
+            r.endpoint.last_error = None;
             r.attempted = true;
+            r.unreachable_streak = 0;
         }
     }
 
-    /// Marks a failed scrape. Returns true when this failure turned the endpoint unhealthy
-    /// (so the caller logs transitions, not every failure).
-    pub fn record_failure(&mut self, addr: SocketAddr, error: String) -> bool {
-        let Some(r) = self.records.get_mut(&addr) else { return false };
+    /// Records a failed scrape at `now_ms`, with its message for people (cut to
+    /// `MAX_ERROR_MESSAGE_BYTES`). Returns whether the endpoint is healthy afterwards (None for an
+    /// address discovery no longer lists).
+    pub fn record_failure(
+        &mut self,
+        addr: SocketAddr,
+        error: &ScrapeError,
+        mut message: String,
+        now_ms: u64,
+    ) -> Option<bool> {
+        let unhealthy_after = self.unhealthy_after;
+        let r = self.records.get_mut(&addr)?;
         r.attempted = true;
-        r.endpoint.stale = true;
-        r.endpoint.consecutive_failures = r.endpoint.consecutive_failures.saturating_add(1);
-        let was_healthy = r.endpoint.healthy;
-        if r.endpoint.consecutive_failures >= self.unhealthy_after {
-            r.endpoint.healthy = false;
+        let e = &mut r.endpoint;
+        e.stale = true;
+        e.consecutive_failures = e.consecutive_failures.saturating_add(1);
+        if error.is_unreachable() {
+            r.unreachable_streak = r.unreachable_streak.saturating_add(1);
+            if r.unreachable_streak >= unhealthy_after {
+                e.healthy = false;
+            }
+        } else {
+            // It answered: reachable, whatever the answer was.
+            r.unreachable_streak = 0;
+            e.healthy = true;
         }
-        r.last_error = Some(error);
-        was_healthy && !r.endpoint.healthy
+        truncate_utf8(&mut message, MAX_ERROR_MESSAGE_BYTES);
+        let since_ms = e.last_error.as_ref().map_or(now_ms, |previous| previous.since_ms);
+        e.last_error = Some(ScrapeFailure { reason: error.reason().to_string(), message, since_ms });
+        Some(e.healthy)
     }
 
-    /// The last scrape error of an endpoint, if its latest scrape failed.
-    pub fn last_error(&self, addr: &SocketAddr) -> Option<&str> {
-        self.records.get(addr).and_then(|r| r.last_error.as_deref())
+    /// Why the latest scrape of an endpoint failed, if it did.
+    pub fn last_error(&self, addr: &SocketAddr) -> Option<&ScrapeFailure> {
+        self.records.get(addr).and_then(|r| r.endpoint.last_error.as_ref())
     }
 
     /// Discovery has answered once and every endpoint it listed has been scraped once: the first
-    /// snapshot worth serving (before it, every endpoint would read as unscraped and unhealthy).
+    /// snapshot worth serving (before it, every endpoint would read as never reached).
     pub fn first_round_done(&self) -> bool {
         self.discovered && self.records.values().all(|r| r.attempted)
     }
@@ -139,9 +180,16 @@ impl PoolState {
 
     pub fn counts(&self) -> EndpointCounts {
         let mut c = EndpointCounts { total: self.records.len(), ..Default::default() };
-        for r in self.records.values() {
-            c.healthy += usize::from(r.endpoint.healthy);
-            c.stale += usize::from(r.endpoint.stale);
+        for e in self.records.values().map(|r| &r.endpoint) {
+            c.healthy += usize::from(e.healthy);
+            c.stale += usize::from(e.stale);
+            c.unknown_metrics += usize::from(e.healthy && e.stale);
+            c.unreachable += usize::from(!e.healthy);
+            if let Some(i) =
+                e.last_error.as_ref().and_then(|f| ScrapeError::REASONS.iter().position(|r| *r == f.reason))
+            {
+                c.failing[i] += 1;
+            }
         }
         c
     }
@@ -167,6 +215,7 @@ pub fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use wasm_inference_scheduler::pool::LoraState;
 
     fn addr(i: usize) -> SocketAddr {
@@ -180,32 +229,93 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failed_scrape_keeps_last_values_and_marks_stale_then_unhealthy() {
-        let mut s = PoolState::new(Engine::Vllm, 3);
-        s.set_targets(&[addr(1)]);
-        s.record_success(addr(1), reading(7), 1_000);
-        assert!(!s.record_failure(addr(1), "timeout".into()));
-        let e = s.snapshot(1_050).endpoints[0].clone();
-        assert!(e.stale && e.healthy, "one failure: stale but still healthy");
-        assert_eq!((e.metrics.waiting_requests, e.last_scrape_ms, e.consecutive_failures), (7, 1_000, 1));
-        assert!(!s.record_failure(addr(1), "timeout".into()));
-        assert!(s.record_failure(addr(1), "timeout".into()), "third failure is the transition");
-        let e = s.snapshot(1_150).endpoints[0].clone();
-        assert!(e.stale && !e.healthy);
-        assert_eq!(e.metrics.waiting_requests, 7);
-        assert_eq!(s.last_error(&addr(1)), Some("timeout"));
-        s.record_success(addr(1), reading(2), 1_200);
-        let e = s.snapshot(1_200).endpoints[0].clone();
-        assert!(!e.stale && e.healthy && e.consecutive_failures == 0);
+    fn fail(s: &mut PoolState, addr: SocketAddr, error: &ScrapeError, now_ms: u64) -> Option<bool> {
+        s.record_failure(addr, error, error.to_string(), now_ms)
+    }
+
+    fn refused() -> ScrapeError {
+        ScrapeError::Connect("Connection refused (os error 111)".into())
+    }
+
+    fn not_found() -> ScrapeError {
+        ScrapeError::Status { status: 404, excerpt: r#"{"detail":"Not Found"}"#.into() }
     }
 
     #[test]
-    fn never_scraped_endpoint_is_stale_and_unhealthy() {
+    fn unreadable_metrics_leave_the_endpoint_healthy_with_unknown_metrics() {
         let mut s = PoolState::new(Engine::Vllm, 3);
         s.set_targets(&[addr(1)]);
+        s.record_success(addr(1), reading(7), 1_000);
+        for (i, now) in [1_050, 1_100, 1_150, 1_200].into_iter().enumerate() {
+            assert_eq!(fail(&mut s, addr(1), &not_found(), now), Some(true));
+            let e = s.snapshot(now).endpoints[0].clone();
+            assert!(e.healthy && e.stale, "a 404 is metrics trouble, not pod death");
+            assert_eq!(
+                (e.metrics.waiting_requests, e.last_scrape_ms, e.consecutive_failures),
+                (7, 1_000, i as u32 + 1)
+            );
+            let error = e.last_error.unwrap();
+            assert_eq!((error.reason.as_str(), error.since_ms), ("http_status", 1_050), "since the streak began");
+            assert_eq!(error.message, r#"answered HTTP 404, expected 200: "{\"detail\":\"Not Found\"}""#);
+        }
+        let c = s.counts();
+        assert_eq!((c.healthy, c.unknown_metrics, c.unreachable, c.stale), (1, 1, 0, 1));
+        assert_eq!(c.failing[ScrapeError::REASONS.iter().position(|r| *r == "http_status").unwrap()], 1);
+        s.record_success(addr(1), reading(2), 1_250);
+        let e = s.snapshot(1_250).endpoints[0].clone();
+        assert!(e.healthy && !e.stale && e.consecutive_failures == 0 && e.last_error.is_none());
+        assert_eq!(e.metrics.waiting_requests, 2);
+    }
+
+    #[test]
+    fn only_consecutive_connection_failures_and_timeouts_make_an_endpoint_unhealthy() {
+        let mut s = PoolState::new(Engine::Vllm, 3);
+        s.set_targets(&[addr(1)]);
+        s.record_success(addr(1), reading(7), 1_000);
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_050), Some(true), "one lost scrape is a blip");
+        assert_eq!(fail(&mut s, addr(1), &ScrapeError::Timeout(Duration::from_millis(250)), 1_100), Some(true));
+        // An answer in between (even an error status) says the pod is there: the count restarts.
+        assert_eq!(fail(&mut s, addr(1), &not_found(), 1_150), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_200), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_250), Some(true));
+        assert_eq!(fail(&mut s, addr(1), &refused(), 1_300), Some(false), "third in a row");
+        let e = s.snapshot(1_300).endpoints[0].clone();
+        assert!(!e.healthy && e.stale);
+        assert_eq!((e.consecutive_failures, e.metrics.waiting_requests), (6, 7), "last good values are kept");
+        let error = s.last_error(&addr(1)).unwrap();
+        assert_eq!((error.reason.as_str(), error.since_ms), ("connect", 1_050));
+        assert!(error.is_unreachable());
+        assert_eq!((s.counts().unreachable, s.counts().unknown_metrics), (1, 0));
+        // Any answer brings it back as reachable; metrics stay unknown until a reading.
+        assert_eq!(fail(&mut s, addr(1), &not_found(), 1_350), Some(true));
+        assert_eq!(s.counts().unknown_metrics, 1);
+    }
+
+    #[test]
+    fn an_endpoint_is_healthy_only_once_it_answered() {
+        let mut s = PoolState::new(Engine::Vllm, 3);
+        s.set_targets(&[addr(1), addr(2), addr(3)]);
         let e = &s.snapshot(5).endpoints[0];
-        assert!(e.stale && !e.healthy && e.last_scrape_ms == 0);
+        assert!(e.stale && !e.healthy && e.last_scrape_ms == 0 && e.last_error.is_none(), "never attempted");
+        assert_eq!(fail(&mut s, addr(1), &refused(), 10), Some(false), "first attempts cannot connect");
+        assert_eq!(fail(&mut s, addr(2), &not_found(), 10), Some(true), "connects, answers 404");
+        s.record_success(addr(3), reading(0), 10);
+        let snap = s.snapshot(10);
+        let health: Vec<(bool, bool)> = snap.endpoints.iter().map(|e| (e.healthy, e.stale)).collect();
+        assert_eq!(health, vec![(false, true), (true, true), (true, false)]);
+        assert_eq!(fail(&mut s, addr(9), &refused(), 10), None, "not discovered");
+    }
+
+    #[test]
+    fn error_messages_in_the_snapshot_are_bounded() {
+        let mut s = PoolState::new(Engine::Vllm, 3);
+        s.set_targets(&[addr(1)]);
+        let long = ScrapeError::Body("é".repeat(2 * MAX_ERROR_MESSAGE_BYTES));
+        fail(&mut s, addr(1), &long, 10);
+        let json = s.snapshot(10).to_json();
+        let parsed = PoolSnapshot::from_json(&json).unwrap();
+        let message = &parsed.endpoints[0].last_error.as_ref().unwrap().message;
+        assert!(message.len() <= MAX_ERROR_MESSAGE_BYTES && message.starts_with("reading the response failed: é"));
     }
 
     #[test]
@@ -227,7 +337,7 @@ mod tests {
         s.set_targets(&[addr(1), addr(2)]);
         s.record_success(addr(1), reading(1), 10);
         assert!(!s.first_round_done());
-        s.record_failure(addr(2), "refused".into());
+        fail(&mut s, addr(2), &refused(), 10);
         assert!(s.first_round_done());
         let mut empty = PoolState::new(Engine::Vllm, 3);
         empty.set_targets(&[]);

@@ -17,6 +17,28 @@
 //! **Bad values**: a required gauge (waiting, running, KV usage) that is missing, NaN, infinite
 //! or negative fails the scrape (the endpoint keeps its last values and turns stale); optional
 //! fields (LoRA, cache config, prefix counters) that are missing or bad are left empty.
+//!
+//! **A cold SGLang pod** (reference §4): SGLang sets its scheduler gauges (`num_queue_reqs`,
+//! `num_running_reqs`, `token_usage`) only when it logs stats (a prefill batch, the decode log
+//! interval), and in prometheus_client's multiprocess mode, which SGLang always uses, a family
+//! without a value is not exported at all. Until the first stats log the three are simply
+//! absent. A vocabulary with a `cold_start_namespace` reads a pod whose waiting, running and KV
+//! gauges are *all* absent, while the exposition does carry samples of that namespace
+//! (`sglang:cache_config_info` is written at start-up), as idle: zeros, not `missing_metric`.
+//! A pod that exports none of the namespace (a wrong `--engine`) still fails.
+//!
+//! **Two meanings of "running"** (reference §5, §6): Triton's TensorRT-LLM backend reports
+//! `request_type="scheduled"` (in this iteration's batch) and `waiting` = active − scheduled.
+//! trtllm-serve's `trtllm_num_requests_running` is `numActiveRequests`, every request the
+//! executor holds, scheduled or not, and its `trtllm_num_requests_waiting` is
+//! `numQueuedRequests`, those not yet admitted (NVIDIA/TensorRT-LLM
+//! `tensorrt_llm/metrics/collector.py` `log_iteration_stats`, read at 050f80de). trtllm-serve
+//! exports these iteration gauges only with `enable_iter_perf_stats: true`, and serves
+//! Prometheus text only with `return_perf_metrics: true`, on `/prometheus/metrics` (its
+//! `/metrics` is JSON; `tensorrt_llm/serve/openai_server.py`). So for trtllm-serve an
+//! `active_split` reads running as `trtllm_num_scheduled_requests` and adds active − scheduled
+//! to waiting, which gives both servers the same meaning; without the scheduled gauge (older
+//! releases) running stays the active count.
 
 use crate::expo::{Exposition, Sample};
 use std::fmt;
@@ -121,7 +143,27 @@ pub struct Vocabulary {
     pub prefix_hits: Vec<Selector>,
     /// Labels whose values name the served model.
     pub model_labels: Vec<String>,
+    /// An engine whose running gauge counts every active request, scheduled or not (see the
+    /// module docs).
+    pub active_split: Option<ActiveSplit>,
+    /// The metric-name prefix whose presence, with every scheduler gauge absent, marks a cold
+    /// pod that reads as idle (see the module docs).
+    pub cold_start_namespace: Option<String>,
+    /// Appended to the message of a failure that usually means the engine is not exporting
+    /// metrics where the scraper looks (`http_status`, `not_text`, `missing_metric`).
+    pub hint: Option<&'static str>,
 }
+
+/// `running` is `active` (every request the engine holds); `scheduled` are those in the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSplit {
+    pub active: Selector,
+    pub scheduled: Selector,
+}
+
+/// Model-label values that name no model: trtllm-serve labels every series
+/// `model_name="undefined"` (`openai_server.py` builds its `MetricsCollector` with that).
+const PLACEHOLDER_MODEL_NAMES: [&str; 1] = ["undefined"];
 
 impl Vocabulary {
     /// The built-in vocabulary of an engine (names from `shared/reference/model-server-metrics.md`).
@@ -141,9 +183,13 @@ impl Vocabulary {
                 }),
                 block_size_value: vec![],
                 num_blocks_value: vec![],
+                // Counters are exposed with `_total` (reference §0, §1.2).
                 prefix_queries: vec![Selector::new("vllm:prefix_cache_queries_total")],
                 prefix_hits: vec![Selector::new("vllm:prefix_cache_hits_total")],
                 model_labels: vec!["model_name".into()],
+                active_split: None,
+                cold_start_namespace: None,
+                hint: None,
             },
             Engine::Sglang => Self {
                 engine,
@@ -159,19 +205,26 @@ impl Vocabulary {
                 }),
                 block_size_value: vec![],
                 num_blocks_value: vec![],
-                // Prompt tokens vs cached prompt tokens; newer SGLang splits cached tokens by
-                // `cache_source` and also exports their `total`, older ones have one series.
+                // Prompt tokens vs cached prompt tokens (reference §4). Every series of
+                // `cached_tokens_total` is summed: SGLang counts each finished request's cached
+                // tokens either per source (`device`, `host`, `storage_<backend>`) or, when the
+                // request has no per-source breakdown, once under `cache_source="total"`
+                // (`TokenizerMetricsCollector.observe_one_finished_request`, reference S19), so
+                // `total` is the fallback share, never the sum of the others. Older SGLang has
+                // one series without `cache_source`.
                 prefix_queries: vec![Selector::new("sglang:prompt_tokens_total")],
-                prefix_hits: vec![
-                    Selector::with("sglang:cached_tokens_total", "cache_source", "total"),
-                    Selector::new("sglang:cached_tokens_total"),
-                ],
+                prefix_hits: vec![Selector::new("sglang:cached_tokens_total")],
                 model_labels: vec!["model_name".into()],
+                active_split: None,
+                cold_start_namespace: Some("sglang:".into()),
+                hint: Some("SGLang serves /metrics only when started with --enable-metrics"),
             },
             Engine::Trtllm => {
                 let req = "nv_trt_llm_request_metrics";
                 let kv = "nv_trt_llm_kv_cache_block_metrics";
                 let kvt = "kv_cache_block_type";
+                // Triton's TensorRT-LLM backend first (reference §5), then trtllm-serve's plain
+                // gauges (§6; their meaning checked in TensorRT-LLM's metrics collector).
                 Self {
                     engine,
                     waiting: vec![
@@ -191,9 +244,22 @@ impl Vocabulary {
                         Selector::new("trtllm_kv_cache_tokens_per_block"),
                     ],
                     num_blocks_value: vec![Selector::with(kv, kvt, "max"), Selector::new("trtllm_kv_cache_max_blocks")],
-                    prefix_queries: vec![],
-                    prefix_hits: vec![],
-                    model_labels: vec!["model".into(), "model_name".into()],
+                    // trtllm-serve only (Triton's backend exports no prefix counters).
+                    prefix_queries: vec![Selector::new("trtllm_prompt_tokens_total")],
+                    prefix_hits: vec![Selector::new("trtllm_prompt_cached_tokens_total")],
+                    // Not Triton's `model` label: it names the backend model (`tensorrt_llm`),
+                    // while clients ask for the ensemble or BLS model, and the plugin drops an
+                    // endpoint that does not list the requested model.
+                    model_labels: vec!["model_name".into()],
+                    active_split: Some(ActiveSplit {
+                        active: Selector::new("trtllm_num_requests_running"),
+                        scheduled: Selector::new("trtllm_num_scheduled_requests"),
+                    }),
+                    cold_start_namespace: None,
+                    hint: Some(
+                        "trtllm-serve: Prometheus text is on /prometheus/metrics with return_perf_metrics: true, \
+                         queue and KV gauges need enable_iter_perf_stats: true; Triton: its metrics port, 8002",
+                    ),
                 }
             }
         }
@@ -212,25 +278,59 @@ impl Vocabulary {
         ];
         chains.iter().any(|c| c.iter().any(|s| s.name == name))
             || self.kv_used_and_max.as_ref().is_some_and(|(u, m)| u.name == name || m.name == name)
+            || self.active_split.as_ref().is_some_and(|a| a.active.name == name || a.scheduled.name == name)
             || self.lora_info.as_deref() == Some(name)
             || self.cache_info.as_ref().is_some_and(|c| c.name == name)
+    }
+
+    /// Parses an exposition, keeping the samples this vocabulary wants and noting whether the
+    /// cold-start namespace appeared.
+    pub fn parse(&self, text: &str) -> Exposition {
+        let namespace_seen = std::cell::Cell::new(false);
+        let mut expo = crate::expo::parse(text, |name| {
+            if let Some(ns) = &self.cold_start_namespace
+                && !namespace_seen.get()
+                && name.starts_with(ns.as_str())
+            {
+                namespace_seen.set(true);
+            }
+            self.wants(name)
+        });
+        expo.namespace_seen = namespace_seen.get();
+        expo
     }
 
     /// Reads one endpoint's metrics from a parsed exposition.
     pub fn extract(&self, expo: &Exposition) -> Result<Reading, ExtractError> {
         let samples = &expo.samples;
-        let waiting = required(samples, &self.waiting, "waiting requests")?;
-        let running = required(samples, &self.running, "running requests")?;
-        let waiting_sum: f64 = waiting.iter().map(|s| s.value).sum();
-        let running_sum: f64 = running.iter().map(|s| s.value).sum();
-
-        let (kv_usage, kv_samples) = self.kv_usage(samples)?;
+        let waiting = required(samples, &self.waiting, "waiting requests");
+        let running = required(samples, &self.running, "running requests");
+        let kv = self.kv_usage(samples);
+        let cold = self.cold_start_namespace.is_some()
+            && expo.namespace_seen
+            && matches!(waiting, Err(ExtractError::Missing { .. }))
+            && matches!(running, Err(ExtractError::Missing { .. }))
+            && matches!(kv, Err(ExtractError::Missing { .. }));
+        let ((waiting, _), (running, running_sel), (kv_usage, kv_samples)) =
+            if cold { ((vec![], None), (vec![], None), (0.0, vec![])) } else { (waiting?, running?, kv?) };
+        let mut waiting_sum: f64 = waiting.iter().map(|s| s.value).sum();
+        let mut running_sum: f64 = running.iter().map(|s| s.value).sum();
+        if let Some(split) = &self.active_split
+            && running_sel == Some(&split.active)
+            && let Some((scheduled, _)) = first_match(samples, std::slice::from_ref(&split.scheduled))
+            && scheduled.iter().all(|s| s.value.is_finite() && s.value >= 0.0)
+        {
+            let scheduled_sum: f64 = scheduled.iter().map(|s| s.value).sum();
+            waiting_sum += (running_sum - scheduled_sum).max(0.0);
+            running_sum = scheduled_sum;
+        }
 
         let mut models: Vec<String> = Vec::new();
         for s in waiting.iter().chain(running.iter()).chain(kv_samples.iter()) {
             for label in &self.model_labels {
                 if let Some(m) = s.label(label)
                     && !m.is_empty()
+                    && !PLACEHOLDER_MODEL_NAMES.contains(&m)
                     && !models.iter().any(|x| x == m)
                     && models.len() < MAX_MODELS_PER_ENDPOINT
                 {
@@ -251,6 +351,15 @@ impl Vocabulary {
             prefix_cache_hits_total: optional_sum(samples, &self.prefix_hits),
         };
         Ok(Reading { metrics, models })
+    }
+
+    /// The failure's message for the log and the snapshot, with this engine's hint where the
+    /// failure usually means the engine does not export metrics where the scraper looks.
+    pub fn failure_message(&self, error: &crate::scrape::ScrapeError) -> String {
+        match (self.hint, error.reason()) {
+            (Some(hint), "http_status" | "not_text" | "missing_metric") => format!("{error} ({hint})"),
+            _ => error.to_string(),
+        }
     }
 
     fn kv_usage<'a>(&self, samples: &'a [Sample]) -> Result<(f64, Vec<&'a Sample>), ExtractError> {
@@ -319,7 +428,8 @@ impl Vocabulary {
     /// Every metric name this vocabulary may read, for the log at start-up.
     pub fn describe(&self) -> String {
         format!(
-            "engine={:?} waiting={} running={} kv_usage={} lora={} cache_info={} prefix_queries={} prefix_hits={}",
+            "engine={:?} waiting={} running={} kv_usage={} lora={} cache_info={} prefix_queries={} prefix_hits={} \
+             active_split={} cold_start={}",
             self.engine,
             chain_names(&self.waiting),
             chain_names(&self.running),
@@ -328,6 +438,8 @@ impl Vocabulary {
             self.cache_info.as_ref().map(|c| c.name.as_str()).unwrap_or("-"),
             chain_names(&self.prefix_queries),
             chain_names(&self.prefix_hits),
+            self.active_split.as_ref().map(|a| format!("{}-{}", a.active, a.scheduled)).unwrap_or_else(|| "-".into()),
+            self.cold_start_namespace.as_deref().unwrap_or("-"),
         )
     }
 }
@@ -385,15 +497,16 @@ fn validate(found: &[&Sample], sel: &Selector) -> Result<(), ExtractError> {
     }
 }
 
-fn required<'a>(
+/// The series of the first selector of `chain` that matches, and that selector.
+fn required<'a, 'b>(
     samples: &'a [Sample],
-    chain: &[Selector],
+    chain: &'b [Selector],
     what: &'static str,
-) -> Result<Vec<&'a Sample>, ExtractError> {
+) -> Result<(Vec<&'a Sample>, Option<&'b Selector>), ExtractError> {
     let (found, sel) =
         first_match(samples, chain).ok_or_else(|| ExtractError::Missing { what, tried: chain_names(chain) })?;
     validate(&found, sel)?;
-    Ok(found)
+    Ok((found, Some(sel)))
 }
 
 fn optional_sum(samples: &[Sample], chain: &[Selector]) -> Option<f64> {
@@ -435,11 +548,10 @@ fn adapter_list(csv: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expo;
 
     fn read(engine: Engine, text: &str) -> Result<Reading, ExtractError> {
         let v = Vocabulary::for_engine(engine);
-        v.extract(&expo::parse(text, |n| v.wants(n)))
+        v.extract(&v.parse(text))
     }
 
     #[test]

@@ -112,7 +112,8 @@ type Body = BoxBody<Bytes, Infallible>;
 
 struct FakeApi {
     addr: SocketAddr,
-    /// Requests seen: (path and query, authorization header).
+    /// Requests seen: (request target as sent: path and query in origin form, the whole URI in
+    /// absolute form; authorization header).
     seen: Arc<Mutex<Vec<(String, String)>>>,
     /// Lines to stream to the open watch.
     events: mpsc::UnboundedSender<String>,
@@ -141,7 +142,10 @@ async fn fake_api(list: serde_json::Value) -> FakeApi {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (seen, rx, list) = (seen.clone(), rx.clone(), list.clone());
                     async move {
-                        let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                        let pq = match req.uri().authority() {
+                            Some(_) => req.uri().to_string(),
+                            None => req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                        };
                         let auth =
                             req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                         seen.lock().unwrap().push((pq.clone(), auth));
@@ -207,6 +211,8 @@ async fn endpointslices_list_then_watch_ready_endpoints_by_port_name() {
 
     let seen = api.seen.lock().unwrap().clone();
     assert!(seen.iter().all(|(_, auth)| auth == "Bearer test-token"), "service-account token sent: {seen:?}");
+    // kube's client speaks to the API server in origin form, as every client here must.
+    assert!(seen.iter().all(|(pq, _)| pq.starts_with("/apis/")), "origin-form targets: {seen:?}");
     let list = &seen[0].0;
     assert!(list.starts_with("/apis/discovery.k8s.io/v1/namespaces/llm/endpointslices?"), "{list}");
     assert!(list.contains("labelSelector=kubernetes.io%2Fservice-name%3Dvllm"), "{list}");
