@@ -19,7 +19,11 @@ ensure_envoy
 ensure_venv bench/requirements.txt
 # Real-BPE English runs with Qwen's own vocabulary when it can be had; without it the simulator's
 # embedded cl100k_base stands in (bench/bench.py says which one a run used).
-if ! { declare -F ensure_qwen_vocab >/dev/null && ensure_qwen_vocab; }; then
+# ensure_qwen_vocab dies when it cannot fetch the vocabulary; tried in a subshell first, so that
+# failing is a fallback here, not the end of the run.
+if ( ensure_qwen_vocab ); then
+    ensure_qwen_vocab
+else
     log "Qwen's vocabulary is not available: the real-BPE runs use cl100k_base"
 fi
 if ! command -v wrk >/dev/null; then

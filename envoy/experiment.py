@@ -11,7 +11,7 @@ Where to change what:
     `multi_turn`, `text_profile`, `kv_pressure`) and TEXT_PROFILES
   - which routers exist and how each starts:          ROUTERS, `start_router`
   - the demo's table:                                 DEMO_TABLE
-  - the bench's tables:                               QUALITY_TABLE, PROFILE_TABLE
+  - the bench's tables:                               PROFILE_TABLE, SATURATION_TABLE, QUALITY_TABLE
   - how a number is printed:                          `ms`, `pct`, `ratio`, `fixed`
 
 Nothing here asserts a number; results are measured and reported.
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -83,10 +85,20 @@ class Workload:
     # `sim load` flags: what is sent and how much is in flight.
     load_args: tuple[str, ...]
     duration_s: int
-    # `sim fleet` flags: the tokenizer, the KV cache, the batch size.
+    # `sim fleet` flags: the KV cache, the batch size.
     fleet_args: tuple[str, ...] = ()
     # One line for the report: what the workload is.
     note: str = ""
+    # `--tokenizer`/`--vocab`: how the fleet tokenizes, and how `sim load` sizes its texts.
+    tokenizer: tuple[str, ...] = ()
+
+    @property
+    def fleet_argv(self) -> list[str]:
+        return [*self.tokenizer, *self.fleet_args]
+
+    @property
+    def load_argv(self) -> list[str]:
+        return [*self.load_args, *self.tokenizer]
 
     def flag(self, name: str) -> str | None:
         """The value of one `sim load` flag of this workload."""
@@ -100,17 +112,20 @@ PROMPT_DETAILS = ("--enable-prompt-tokens-details",)
 
 
 def real_bpe() -> tuple[tuple[str, ...], str]:
-    """`sim fleet` flags for a real BPE tokenizer, and its name: Qwen's own vocabulary when
-    scripts/common.sh's ensure_qwen_vocab found it (WIS_QWEN_VOCAB), else tiktoken's cl100k_base,
-    from which Qwen's was built."""
+    """`--tokenizer`/`--vocab` flags (the same for `sim fleet` and `sim load`) for a real BPE, and
+    its name: Qwen's own vocabulary when scripts/common.sh's ensure_qwen_vocab found it
+    (WIS_QWEN_VOCAB), else tiktoken's cl100k_base, embedded in the simulator, from which Qwen's was
+    built."""
     vocab = os.environ.get("WIS_QWEN_VOCAB", "")
     if vocab and Path(vocab).is_file():
         return ("--tokenizer", "bpe", "--vocab", vocab), "Qwen BPE (qwen.tiktoken)"
     return ("--tokenizer", "bpe"), "cl100k_base BPE"
 
 
-def shared_prefix(groups: int, concurrency: int, duration_s: int, fleet_args: Sequence[str] = ()) -> Workload:
-    """G system prompts of ~1,000 tokens, each request one of them plus a fresh question."""
+def shared_prefix(groups: int, concurrency: int, duration_s: int, fleet_args: Sequence[str] = (),
+                  tokenizer: Sequence[str] = ()) -> Workload:
+    """G system prompts of ~1,000 tokens, each request one of them plus a fresh question.
+    `tokenizer`: the fleet's `--tokenizer`/`--vocab`, which `sim load` sizes its texts with too."""
     return Workload(
         "shared-prefix",
         ("--workload", "shared-prefix", "--groups", str(groups), "--system-tokens", "1000",
@@ -118,10 +133,12 @@ def shared_prefix(groups: int, concurrency: int, duration_s: int, fleet_args: Se
         duration_s,
         tuple(fleet_args),
         f"{groups} system prompts of ~1,000 tokens, a fresh question of ~100 tokens per request",
+        tuple(tokenizer),
     )
 
 
-def multi_turn(groups: int, concurrency: int, duration_s: int, fleet_args: Sequence[str] = ()) -> Workload:
+def multi_turn(groups: int, concurrency: int, duration_s: int, fleet_args: Sequence[str] = (),
+               tokenizer: Sequence[str] = ()) -> Workload:
     """Conversations of 5 turns that resend their history with the pod's replies."""
     return Workload(
         "multi-turn",
@@ -129,7 +146,8 @@ def multi_turn(groups: int, concurrency: int, duration_s: int, fleet_args: Seque
          "--question-tokens", "80", "--output-tokens", "48", "--turns", "5", "--concurrency", str(concurrency)),
         duration_s,
         tuple(fleet_args),
-        f"{groups} system prompts of ~600 tokens, conversations of 5 turns",
+        f"{groups} system prompts of ~600 tokens, conversations of 5 turns that append the pod's replies",
+        tuple(tokenizer),
     )
 
 
@@ -141,15 +159,19 @@ class TextProfile:
     name: str
     # `sim load --workload`
     workload: str
-    # `sim fleet --tokenizer ...` (None: the real BPE of `real_bpe()`)
+    # `--tokenizer ...` of the fleet and the load (None: the real BPE of `real_bpe()`)
     tokenizer: tuple[str, ...] | None
     note: str
 
+    def tokenizer_args(self) -> tuple[tuple[str, ...], str]:
+        """The flags and a name for the report."""
+        return (self.tokenizer, " ".join(self.tokenizer)) if self.tokenizer else real_bpe()
+
 
 TEXT_PROFILES: tuple[TextProfile, ...] = (
-    TextProfile("english", "multi-turn", None, "English prose, real BPE"),
-    TextProfile("code", "code-assistant", None, "code and JSON tool prompts, real BPE"),
-    TextProfile("cjk", "cjk-chat", None, "Chinese chat, real BPE"),
+    TextProfile("english", "multi-turn", None, "English prose"),
+    TextProfile("code", "code-assistant", None, "code and JSON tool prompts"),
+    TextProfile("cjk", "cjk-chat", None, "Chinese chat"),
     TextProfile("chars-1.5", "multi-turn", ("--tokenizer", "chars:1.5"), "fixed 1.5 characters per token (CJK-like)"),
     TextProfile("chars-3", "multi-turn", ("--tokenizer", "chars:3"), "fixed 3 characters per token (code-like)"),
 )
@@ -158,39 +180,56 @@ TEXT_PROFILES: tuple[TextProfile, ...] = (
 @dataclass(frozen=True)
 class FleetShape:
     """The fleet and the conversations of the text-profile runs (issue 16's setting by default:
-    4 pods of 800 blocks, 8 running sequences each, 32 conversations of 6 turns)."""
+    4 pods of 800 blocks, 8 running sequences each, 32 system prompts, conversations of 6 turns)."""
 
     kv_blocks: int = 800
-    max_num_seqs: int = 8
+    # None: the simulator profile's own (256 on the L4 profile)
+    max_num_seqs: int | None = 8
     conversations: int = 32
     turns: int = 6
     concurrency: int = 16
-    duration_s: int = 40
+    duration_s: int = 30
 
 
 def text_profile(profile: TextProfile, shape: FleetShape, name: str | None = None) -> Workload:
-    """Multi-turn conversations in one kind of text (~2,000-character system prompts, growing by the
-    pod's own replies)."""
-    tokenizer, tok_name = (profile.tokenizer, " ".join(profile.tokenizer)) if profile.tokenizer else real_bpe()
+    """Multi-turn conversations in one kind of text (system prompts of 500 tokens, about 2,500
+    characters of English, growing by the pod's own replies)."""
+    tokenizer, tok_name = profile.tokenizer_args()
     return Workload(
         name or profile.name,
         ("--workload", profile.workload, "--groups", str(shape.conversations), "--system-tokens", "500",
          "--question-tokens", "40", "--output-tokens", "48", "--turns", str(shape.turns),
          "--concurrency", str(shape.concurrency)),
         shape.duration_s,
-        (*tokenizer, "--num-gpu-blocks", str(shape.kv_blocks), "--max-num-seqs", str(shape.max_num_seqs), *PROMPT_DETAILS),
-        f"{profile.note} ({tok_name}); {shape.conversations} conversations of {shape.turns} turns, concurrency "
-        f"{shape.concurrency}, pods of {shape.kv_blocks} KV blocks",
+        ("--num-gpu-blocks", str(shape.kv_blocks),
+         *(("--max-num-seqs", str(shape.max_num_seqs)) if shape.max_num_seqs else ()), *PROMPT_DETAILS),
+        f"{profile.note}, {tok_name}: {shape.conversations} system prompts of 500 tokens, conversations of "
+        f"{shape.turns} turns, concurrency {shape.concurrency}, pods of {shape.kv_blocks} KV blocks"
+        + (f" and {shape.max_num_seqs} running sequences" if shape.max_num_seqs else ""),
+        tokenizer,
     )
 
 
 def kv_pressure(shape: FleetShape) -> Workload:
-    """English conversations whose KV demand exceeds the fleet's cache: 64 conversations at
+    """English conversations whose KV demand exceeds the fleet's cache: 64 system prompts at
     concurrency 24 on pods of 700 blocks (the regime where only a precise index keeps its hits)."""
     pressure = FleetShape(kv_blocks=700, max_num_seqs=shape.max_num_seqs, conversations=64, turns=shape.turns,
                           concurrency=24, duration_s=shape.duration_s)
     w = text_profile(TEXT_PROFILES[0], pressure, name="kv-pressure")
-    return Workload(w.name, w.load_args, w.duration_s, w.fleet_args, "KV pressure: " + w.note)
+    return Workload(w.name, w.load_args, w.duration_s, w.fleet_args, "KV pressure: " + w.note, w.tokenizer)
+
+
+def text_bytes_per_token(workload: Workload) -> float | None:
+    """The true UTF-8 bytes per token of a workload's text on its fleet's tokenizer
+    (`sim tokenize --sample`, over the workload's system-prompt text): what the plugin should learn."""
+    kind = workload.flag("--workload") or "multi-turn"
+    try:
+        out = subprocess.run([str(stack_mod.sim_binary()), "tokenize", *workload.tokenizer, "--sample", kind],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired, stack_mod.StackError):
+        return None
+    m = re.search(r"([\d.]+) bytes/token", out.stdout)
+    return float(m.group(1)) if out.returncode == 0 and m else None
 
 
 # --- routers -----------------------------------------------------------------------------------
@@ -371,7 +410,7 @@ def run_load(
     """`sim load` through the router; returns its `--out` JSON (summary and records)."""
     argv = [str(stack_mod.sim_binary()), "load", "--target", ",".join(router.targets),
             *(["--spread", router.spread] if router.spread else []),
-            *([] if "--model" in workload.load_args else ["--model", MODEL]), *workload.load_args,
+            *([] if "--model" in workload.load_args else ["--model", MODEL]), *workload.load_argv,
             "--duration", f"{workload.duration_s}s", "--fleet", ",".join(pool), "--out", str(out),
             *(["--seed", str(seed)] if seed is not None else [])]
     proc = stack.spawn(f"load-{out.stem}", argv)
@@ -420,7 +459,7 @@ def run_fresh(
     run_dir = stack_mod.RunDir(base / f"{router_name}-{workload.name}")
     run_dir.path.mkdir(parents=True, exist_ok=True)
     with stack_mod.Stack(run_dir) as stack:
-        pool = stack.start_fleet(pods, list(workload.fleet_args))
+        pool = stack.start_fleet(pods, workload.fleet_argv)
         router = start_router(stack, router_name, pool, plugin_config=plugin_config)
         return measure(stack, router, pool, workload, run_dir.file("load.json"), seed=seed)
 
@@ -485,10 +524,14 @@ BYTES_PER_TOKEN = Metric("learned bytes/token", lambda r, _: fixed(r.bytes_per_t
 PROXY_CPU = Metric("proxy CPU ms / req", lambda r, _: fixed(r.cpu_ms_per_request))
 
 # The demo's side-by-side comparison (one row each, one column per router).
-DEMO_TABLE: tuple[Metric, ...] = (OK_ERRORS, HIT_RATE, TTFT_P50, TTFT_P90, TTFT_P99, OUTPUT_TPS)
+DEMO_TABLE: tuple[Metric, ...] = (OK_ERRORS, TURN_AFFINITY, HIT_RATE, TTFT_P50, TTFT_P90, TTFT_P99, OUTPUT_TPS,
+                                  BYTES_PER_TOKEN)
 # The bench's router comparison on the saturating shared-prefix and multi-turn workloads.
 QUALITY_TABLE: tuple[Metric, ...] = (TTFT_P50, TTFT_P90, TTFT_P99, OUTPUT_TPS, HIT_RATE, TURN_AFFINITY, ERRORS,
                                      PROXY_CPU)
+# The bench's text profiles at the saturating load: what users feel.
+SATURATION_TABLE: tuple[Metric, ...] = (HIT_RATE, TURN_AFFINITY, TTFT_P50, TTFT_P90, TTFT_P99, P90_GAIN_VS_RR, ERRORS,
+                                        PROXY_CPU)
 # The bench's text profiles: quality where the simulator does not fit the plugin's assumptions.
 PROFILE_TABLE: tuple[Metric, ...] = (TURN_AFFINITY, HIT_RATE, HIT_VS_IDEAL, TTFT_P50, TTFT_P90, P90_GAIN_VS_RR,
                                      BYTES_PER_TOKEN, ERRORS, PROXY_CPU)
