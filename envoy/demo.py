@@ -3,7 +3,14 @@
 serve a chat workload with shared system prompts; then the same workload goes through plain Envoy
 round-robin on a fresh fleet, and the two are compared.
 
-    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--no-ui] [--with-ui]
+    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 96] [--duration 25] [--no-ui] [--with-ui]
+
+The load saturates round-robin (96 requests in flight on 4 pods): its uncached prefills queue up
+behind each other, which is where users feel the difference.
+The fleet tokenizes with a real BPE (Qwen's vocabulary when scripts/common.sh could fetch it, else
+cl100k_base), not the 4 characters per token the plugin starts from; the report shows the bytes per
+token the plugin learned, turn-to-turn affinity and the prefix-cache hit rate. Numbers from a full,
+longer run live in bench/results/REPORT.md.
 
 While the plugin phase runs, the Gradio chat and the decision view are served on localhost (their
 URLs are printed): the view plots the routing and the prefix-cache hit rate live. At the end, on
@@ -37,9 +44,10 @@ BOLD, DIM, GREEN, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[0m") if sys.s
 
 def workloads(args: argparse.Namespace) -> list[experiment.Workload]:
     fleet = ("--num-gpu-blocks", str(args.kv_blocks), *experiment.PROMPT_DETAILS, *args.fleet_arg)
+    tokenizer = experiment.real_bpe()[0]
     return [
-        experiment.shared_prefix(args.groups, args.concurrency, args.duration, fleet),
-        experiment.multi_turn(max(1, args.groups // 2), args.concurrency, args.duration, fleet),
+        experiment.shared_prefix(args.groups, args.concurrency, args.duration, fleet, tokenizer),
+        experiment.multi_turn(max(1, args.groups // 2), args.concurrency, args.duration, fleet, tokenizer),
     ]
 
 
@@ -62,8 +70,9 @@ def run_phase(name: str, router_name: str, args: argparse.Namespace, base: Path)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     plan = workloads(args)
     with stack_mod.Stack(run_dir) as stack:
-        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each)")
-        pool = stack.start_fleet(args.pods, list(plan[0].fleet_args))
+        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each, "
+             f"{experiment.real_bpe()[1]} tokenizer)")
+        pool = stack.start_fleet(args.pods, plan[0].fleet_argv)
         with_plugin = router_name == "envoy-plugin"
         if with_plugin:
             step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms) and Envoy "
@@ -145,6 +154,8 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
         for w in names:
             a, b = ours.results[w], rr.results[w]
             parts = []
+            if a.turn_affinity is not None and b.turn_affinity is not None:
+                parts.append(f"turn affinity {a.turn_affinity:.2f} vs {b.turn_affinity:.2f}")
             if a.hit_rate is not None and b.hit_rate is not None:
                 parts.append(f"prefix-cache hits {pct(a.hit_rate)} vs {pct(b.hit_rate)}")
             for q in ("p50", "p90"):
@@ -155,6 +166,19 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
             say(f"    {w}: " + "; ".join(parts))
         say("    Round-robin prefills every system prompt on every pod and evicts them from each other's KV")
         say("    cache; the plugin keeps each prompt on one pod (and moves it only when that pod is busy).")
+    plan = workloads(args)
+    learned = phases[0].results[plan[-1].name].bytes_per_token
+    truth = experiment.text_bytes_per_token(plan[-1])
+    say()
+    say(f"{BOLD}What the plugin learned{RESET} (it starts from limits.charsPerToken = 4 and learns from the pods' "
+        "usage.prompt_tokens)")
+    stat = f"wasmcustom.{experiment.BYTES_PER_TOKEN_STAT}"
+    if learned is None:
+        say(f"    {stat}: not reported by this build of the plugin")
+    else:
+        say(f"    {stat}: {learned:.2f} UTF-8 bytes per token")
+    say(f"    the {plan[-1].name} text on this fleet's tokenizer ({experiment.real_bpe()[1]}): "
+        f"{experiment.fixed(truth)} bytes per token (sim tokenize)")
     plugin_stats = phases[0].results[names[-1]].plugin_stats
     if plugin_stats:
         say()
@@ -182,7 +206,7 @@ def hold_ui(args: argparse.Namespace, base: Path) -> None:
     run_dir.path.mkdir(parents=True, exist_ok=True)
     with stack_mod.Stack(run_dir) as stack:
         step("starting a fresh fleet, scraper and Envoy for the chat and the decision view")
-        pool = stack.start_fleet(args.pods, [*experiment.PROMPT_DETAILS, *args.fleet_arg])
+        pool = stack.start_fleet(args.pods, [*experiment.real_bpe()[0], *experiment.PROMPT_DETAILS, *args.fleet_arg])
         scraper = stack.start_scraper(pool)
         envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
         ui = ui_mod.start_ui(stack, envoy, scraper, pool, chat_port=args.chat_port, view_port=args.view_port)
@@ -203,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pods", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="Envoy worker threads")
     p.add_argument("--groups", type=int, default=32, help="distinct shared system prompts")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    p.add_argument("--duration", type=int, default=30, help="seconds per workload run")
+    p.add_argument("--concurrency", type=int, default=96, help="requests in flight (96 saturates round-robin)")
+    p.add_argument("--duration", type=int, default=25, help="seconds per workload run")
     p.add_argument("--kv-blocks", type=int, default=1200,
                    help="KV blocks per pod (16 tokens each): small enough that no pod can cache every prompt")
     p.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
