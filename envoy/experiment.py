@@ -298,7 +298,7 @@ def start_router(
         if envoy_starter is not None and label == "envoy":
             return envoy_starter(stack, scenario, pool, scraper)
         return stack.start_envoy(scenario, pool, scraper=scraper, workers=workers, access_log=access_log,
-                                 plugin_config=plugin_config if scenario == "plugin" else None, name=label)
+                                 plugin_config=plugin_config if render.scenario(scenario).needs_wasm else None, name=label)
 
     if name == "ideal-pinned":
         return Router(name, [f"http://{p}" for p in pool], spread="group")
