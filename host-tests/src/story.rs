@@ -314,7 +314,7 @@ impl ResponseBuilder<'_> {
     }
 
     /// The `upstream.address` property: the host that answered. Default: the first address of
-    /// the destination header, else none.
+    /// the Envoy's override-host header ([`crate::EnvoyBuilder::override_host_header`]), else none.
     pub fn from_upstream(mut self, address: &str) -> Self {
         self.upstream_address = Some(address.to_string());
         self
@@ -327,16 +327,9 @@ impl ResponseBuilder<'_> {
 
     pub fn try_finish(self) -> HostResult<ClientResponse> {
         let exchange = self.exchange;
-        let address = self.upstream_address.or_else(|| {
-            exchange
-                .upstream_header_values(crate::wis::DESTINATION)
-                .first()
-                .and_then(|v| v.split(',').next())
-                .map(|s| s.trim().to_string())
-        });
         {
             let mut inner = exchange.envoy.inner.borrow_mut();
-            inner.respond(exchange.vm, exchange.id, address, self.headers, self.chunks)?;
+            inner.respond(exchange.vm, exchange.id, self.upstream_address, self.headers, self.chunks)?;
             inner.settle()?;
         }
         exchange.refresh();

@@ -288,3 +288,125 @@ fn status_answers_and_shared_queues_follow_the_spec() {
     assert_eq!(data["dequeued"].0, b"item", "proxy_on_queue_ready ran after the enqueue");
     assert_eq!(data["after"].0, b"7", "the second dequeue finds the queue Empty (7)");
 }
+
+#[test]
+fn an_envoy_without_a_module_says_how_to_give_one() {
+    let error = Envoy::new().build().err().expect("no module");
+    assert!(error.0.contains("wasm_file"), "{error}");
+}
+
+/// A filter that records, on the response headers, the `upstream.address` property in shared data.
+const UPSTREAM_WAT: &str = r#"
+(module
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "upstream\00address")
+  (data (i32.const 32) "upstream")
+  (func (export "_initialize"))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eqz (call $get_property (i32.const 0) (i32.const 16) (i32.const 1024) (i32.const 1028)))
+      (then (drop (call $set_shared (i32.const 32) (i32.const 8) (i32.load (i32.const 1024)) (i32.load (i32.const 1028)) (i32.const 0)))))
+    (i32.const 0)))
+"#;
+
+#[test]
+fn the_upstream_that_answers_is_the_first_one_the_override_host_header_named() {
+    let wasm = wat::parse_str(UPSTREAM_WAT).unwrap();
+    // Without an override-host header, a response has no upstream.address unless the story names one.
+    let plain = Envoy::new().wasm_bytes(wasm.clone()).build().unwrap();
+    plain.worker(0).request("/any").header("x-pick", "10.0.0.2:80").body("hi").send().respond(200).finish();
+    assert!(!plain.shared_data().contains_key("upstream"), "{:?}", plain.shared_data());
+    let envoy = Envoy::new().wasm_bytes(wasm).override_host_header("X-Pick").build().unwrap();
+    let mut r = envoy.worker(0).request("/any").header("x-pick", "10.0.0.2:80, 10.0.0.3:80").body("hi").send();
+    r.respond(200).finish();
+    assert_eq!(envoy.shared_data()["upstream"].0, b"10.0.0.2:80");
+    let mut r = envoy.worker(0).request("/any").header("x-pick", "10.0.0.2:80").body("hi").send();
+    r.respond(200).from_upstream("10.0.0.9:80").finish();
+    assert_eq!(envoy.shared_data()["upstream"].0, b"10.0.0.9:80", "the story's own choice wins");
+}
+
+/// A filter whose `proxy_on_vm_start` reads its environment through WASI, as wasi-libc does
+/// (`environ_sizes_get`, then `environ_get` into buffers of those sizes), and leaves what it got
+/// in shared data: the two sizes, the pointer array, the strings; and logs the strings.
+const ENVIRON_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ (param i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "env-sizes")
+  (data (i32.const 16) "env-pointers")
+  (data (i32.const 32) "env-strings")
+  (data (i32.const 48) "env-status")
+  (func (export "_initialize"))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    ;; count at 1024, string bytes at 1028; pointers at 1100, strings at 2048.
+    (i32.store8 (i32.const 1032) (i32.add (i32.const 48) (call $sizes (i32.const 1024) (i32.const 1028))))
+    (i32.store8 (i32.const 1033) (i32.add (i32.const 48) (call $environ (i32.const 1100) (i32.const 2048))))
+    (drop (call $set_shared (i32.const 0) (i32.const 9) (i32.const 1024) (i32.const 8) (i32.const 0)))
+    (drop (call $set_shared (i32.const 48) (i32.const 10) (i32.const 1032) (i32.const 2) (i32.const 0)))
+    (drop (call $set_shared (i32.const 16) (i32.const 12) (i32.const 1100)
+      (i32.mul (i32.load (i32.const 1024)) (i32.const 4)) (i32.const 0)))
+    (drop (call $set_shared (i32.const 32) (i32.const 11) (i32.const 2048) (i32.load (i32.const 1028)) (i32.const 0)))
+    (drop (call $log (i32.const 2) (i32.const 2048) (i32.load (i32.const 1028))))
+    (i32.const 1)))
+"#;
+
+fn environ_probe() -> EnvoyBuilder {
+    Envoy::new().wasm_bytes(wat::parse_str(ENVIRON_WAT).unwrap())
+}
+
+/// Little-endian u32 words.
+fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect()
+}
+
+#[test]
+fn each_vm_reads_the_environment_variables_it_was_given_through_wasi() {
+    let envoy = environ_probe().workers(2).env("WIS_B", "two").env("WIS_A", "1").env("WIS_A", "one").build().unwrap();
+    let data = envoy.shared_data();
+    assert_eq!(data["env-status"].0, b"00", "both calls succeed");
+    // Two variables, 20 bytes of strings: "WIS_A=one\0" and "WIS_B=two\0", in key order.
+    assert_eq!(words(&data["env-sizes"].0), [2, 20]);
+    assert_eq!(data["env-strings"].0, b"WIS_A=one\0WIS_B=two\0");
+    assert_eq!(words(&data["env-pointers"].0), [2048, 2058], "each pointer is its string's start");
+    assert_eq!(envoy.logs_containing("WIS_A=one").len(), 2, "every worker's VM has the environment");
+}
+
+#[test]
+fn a_vm_given_no_environment_sees_none_not_the_test_process_environment() {
+    let envoy = environ_probe().build().unwrap();
+    let data = envoy.shared_data();
+    assert_eq!(data["env-status"].0, b"00");
+    assert_eq!(words(&data["env-sizes"].0), [0, 0]);
+    assert_eq!(data["env-strings"].0, b"");
+}
+
+#[test]
+fn host_env_keys_copy_what_the_test_process_has_and_skip_what_it_lacks() {
+    // Cargo sets CARGO_MANIFEST_DIR for the tests it runs.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo runs the tests");
+    let envoy = environ_probe()
+        .host_env("CARGO_MANIFEST_DIR")
+        .host_env("WIS_HOST_TESTS_NEVER_SET")
+        .env("WIS_A", "1")
+        .build()
+        .unwrap();
+    let expected = format!("CARGO_MANIFEST_DIR={dir}\0WIS_A=1\0");
+    assert_eq!(envoy.shared_data()["env-strings"].0, expected.as_bytes());
+    let error = environ_probe().env("WIS_A", "1").host_env("WIS_A").build().err().expect("a key given twice");
+    assert!(error.0.contains("WIS_A") && error.0.contains("host_env_keys"), "{error}");
+}
