@@ -16,6 +16,9 @@ While the plugin phase runs, the Gradio chat and the decision view are served on
 URLs are printed): the view plots the routing and the prefix-cache hit rate live. At the end, on
 a terminal (or with --with-ui), a fresh stack keeps both up until Ctrl-C.
 
+The demo's table (one row per measure, one column per router) is `DEMO_TABLE` in
+envoy/experiment.py, which also defines the workloads, the routers and how a load run is measured.
+
 envoy/demo.sh builds everything first; this script expects the binaries and .venv to exist.
 """
 
