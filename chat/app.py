@@ -16,6 +16,10 @@ Environment:
     WIS_CHAT_HOST, WIS_CHAT_PORT   where the chat listens (default 127.0.0.1:7860)
     WIS_DECISION_VIEW_URL  optional: linked from the page header
 
+`python app.py --check` sends one short turn to the gateway with these settings and this client,
+prints what came back and exits 0, or prints why not and exits 1: the deployment's check that the
+chat reaches the gateway (on GKE, the internal load balancer), run inside the chat's pod.
+
 The gateway client (messages, SSE parsing, headers) is plain functions, tested without Gradio.
 """
 
@@ -24,8 +28,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from urllib.parse import urlsplit
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -60,11 +65,20 @@ class ChatConfig:
 
 
 def config_from_env(env: Mapping[str, str]) -> ChatConfig:
-    gateway = env.get("WIS_GATEWAY_URL", "").strip().rstrip("/")
+    gateway = env.get("WIS_GATEWAY_URL", "").strip()
     if not gateway:
         raise ConfigError("WIS_GATEWAY_URL is not set: the chat needs the gateway's URL, e.g. http://127.0.0.1:10000")
     if "://" not in gateway:
         gateway = f"http://{gateway}"
+    try:
+        url = urlsplit(gateway)
+        url.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ConfigError(f"WIS_GATEWAY_URL {gateway!r}: expected http(s)://HOST[:PORT][/PREFIX], the gateway in "
+                          "front of /v1/chat/completions")
+    gateway = gateway.rstrip("/")
 
     def integer(name: str, default: int, low: int, high: int) -> int:
         raw = env.get(name, "").strip()
@@ -366,13 +380,41 @@ def build_ui(config: ChatConfig):  # -> gr.Blocks (imported lazily: the client n
     return ui
 
 
-def main() -> int:
+CHECK_PROMPT = "Reply with the single word: ready"
+CHECK_MAX_TOKENS = 16
+
+
+def check_gateway(config: ChatConfig, client: httpx.Client | None = None) -> tuple[bool, str]:
+    """One short turn through the gateway, as the page would send it: (reached, what happened)."""
+    messages = build_messages(config.system_prompt, [], CHECK_PROMPT)
+    quick = replace(config, max_tokens=CHECK_MAX_TOKENS)
+    text = ""
+    for event in stream_reply(quick, messages, client):
+        if isinstance(event, Delta):
+            text += event.text
+        elif isinstance(event, Failure):
+            return False, f"gateway {config.gateway_url}, model {config.model}: {event.message}"
+        else:
+            route = route_line(Route(1, event.pod, event.usage)).removeprefix("turn 1: ")
+            return True, f"gateway {config.gateway_url}, model {config.model} answered {text.strip()[:60]!r}; {route}"
+    return False, f"gateway {config.gateway_url}: no answer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if argv not in ([], ["--check"]):
+        print("usage: app.py [--check]   (settings come from the environment, see the module doc)", file=sys.stderr)
+        return 2
     try:
         config = config_from_env(os.environ)
     except ConfigError as e:
         print(f"chat: {e}", file=sys.stderr)
         return 2
+    if argv == ["--check"]:
+        ok, message = check_gateway(config)
+        print(f"chat check: {'ok' if ok else 'FAILED'}: {message}", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
     ui = build_ui(config)
     print(f"chat: http://{config.host}:{config.port}/ (gateway {config.gateway_url}, model {config.model})", flush=True)
     ui.queue().launch(server_name=config.host, server_port=config.port, show_error=True, quiet=True)

@@ -94,7 +94,9 @@ def snapshot(sources: Sources) -> bytes:
 
 
 def stats(sources: Sources) -> dict[str, Any]:
-    """The plugin's counters: `decisions` per endpoint address, and every `wis.*` counter."""
+    """The plugin's stats: `decisions` and `capacity` (prefix-index blocks) per endpoint address, the
+    learned `bytes_per_token` (pool-wide, and per model in `model_bytes_per_token`), and every
+    `wis.*` counter and gauge."""
     if not sources.envoy_admin:
         raise SourceError("no Envoy admin configured (--envoy-admin / WIS_ENVOY_ADMIN)")
     query = urllib.parse.urlencode({"format": "json", "filter": STATS_FILTER})
@@ -104,16 +106,28 @@ def stats(sources: Sources) -> dict[str, Any]:
     except (ValueError, AttributeError) as e:
         raise SourceError(f"Envoy's admin /stats is not the expected JSON: {e}") from None
     counters: dict[str, float] = {}
-    decisions: dict[str, float] = {}
+    per_endpoint: dict[str, dict[str, float]] = {"decisions": {}, "index_capacity_blocks": {}}
+    per_model: dict[str, float] = {}
     for entry in entries:
         name, value = entry.get("name"), entry.get("value")
         if not isinstance(name, str) or not isinstance(value, (int, float)):
             continue  # histograms come as objects; the page does not plot them
         short = name.removeprefix("wasmcustom.")
         counters[short] = value
-        if short.startswith("wis.endpoint.") and short.endswith(".decisions"):
-            decisions[short[len("wis.endpoint.") : -len(".decisions")]] = value
-    return {"decisions": decisions, "counters": counters}
+        if short.startswith("wis.endpoint."):
+            address, _, stat = short[len("wis.endpoint.") :].rpartition(".")
+            if stat in per_endpoint:
+                per_endpoint[stat][address] = value
+        elif short.startswith("wis.model.") and short.endswith(".bytes_per_token_x100"):
+            per_model[short[len("wis.model.") : -len(".bytes_per_token_x100")]] = value / 100
+    learned = counters.get("wis.prefix.bytes_per_token_x100")
+    return {
+        "decisions": per_endpoint["decisions"],
+        "capacity": per_endpoint["index_capacity_blocks"],
+        "bytes_per_token": learned / 100 if learned else None,
+        "model_bytes_per_token": per_model,
+        "counters": counters,
+    }
 
 
 def tail_lines(path: Path, limit_bytes: int = TAIL_BYTES) -> list[str]:

@@ -61,6 +61,11 @@ class Stat:
     NO_HEALTHY_ENDPOINT = "wis.decisions.no_healthy_endpoint"
     # The learned prompt bytes per token (x100), a gauge.
     BYTES_PER_TOKEN_X100 = "wis.prefix.bytes_per_token_x100"
+    # Session-affinity tokens: issued on responses; on requests, accepted or ignored as invalid
+    # (forged or tampered).
+    SESSION_ISSUED = "wis.session.issued"
+    SESSION_ACCEPTED = "wis.session.accepted"
+    SESSION_INVALID = "wis.session.invalid"
 
     @staticmethod
     def endpoint_decisions(address: str) -> str:

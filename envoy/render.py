@@ -16,7 +16,11 @@ scenario is one row (and its filter builder, if the filter is new):
                  same override_host cluster: the way GAIE's Endpoint Picker is wired (benchmark peer).
   no-filter      the override_host cluster with no filter at all: the floor of the overhead run.
   kubernetes     the plugin scenario for a pod: STRICT_DNS pool on a headless Service name, the scraper
-                 as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0.
+                 as a sidecar on 127.0.0.1, the .wasm from a mounted file, listening on 0.0.0.0, and a
+                 listener on 0.0.0.0:9091 serving only /stats/prometheus (the admin stays on loopback).
+
+The generic Envoy pieces (clusters, listeners, policies) are in bootstrap.py; this file decides
+what each scenario is made of.
 
 The plugin configuration rendered for the wasm filter carries the header names (`headers`), and the
 override_host policy and the access logs read the same names from it: an operator who renames
@@ -44,7 +48,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from names import PLUGIN_HEADERS, Header  # noqa: E402  (sibling module; envoy/ is not a package)
+from bootstrap import (  # noqa: E402  (sibling modules; envoy/ is not a package)
+    RenderError,
+    circuit_breakers,
+    deep_merge,
+    file_access_log,
+    http_connection_manager,
+    least_request_policy,
+    lb_endpoints,
+    listener as hcm_listener,
+    override_host_policy,
+    parse_host_port,
+    round_robin_policy,
+    router_filter,
+    socket_address,
+    static_cluster,
+    typed,
+)
+from bootstrap import ext_proc_filter as ext_proc_http_filter  # noqa: E402
+from names import PLUGIN_HEADERS, Header  # noqa: E402
+
+__all__ = ["RenderError", "RenderOptions", "parse_host_port", "render", "scenario", "to_text"]
 
 # Kept for importers: the defaults; a rendered config reads the names from its plugin configuration.
 DESTINATION_HEADER = Header.DESTINATION
@@ -97,10 +121,6 @@ CONNECTION_BUFFER_LIMIT_BYTES = 4 * 1024 * 1024
 EXT_PROC_MESSAGE_TIMEOUT = "2s"
 
 
-class RenderError(ValueError):
-    """A render option that is wrong, with a message saying what was expected."""
-
-
 @dataclass
 class RenderOptions:
     scenario: str
@@ -124,101 +144,13 @@ class RenderOptions:
     wasm_env_keys: list[str] = field(default_factory=list)
 
 
-def parse_host_port(text: str, what: str, *, need_ip: bool = True) -> tuple[str, int]:
-    """Splits "host:port"; with need_ip the host must be an IPv4/IPv6 literal (STATIC clusters)."""
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host:
-        raise RenderError(f"{what}: expected HOST:PORT, got {text!r}")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise RenderError(f"{what}: port in {text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise RenderError(f"{what}: port {port} in {text!r} is outside 1..65535")
-    if need_ip:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise RenderError(f"{what}: {host!r} in {text!r} is not an IP address") from None
-    return host, port
-
-
-def socket_address(text: str, what: str, *, need_ip: bool = True) -> dict[str, Any]:
-    host, port = parse_host_port(text, what, need_ip=need_ip)
-    return {"socket_address": {"address": host, "port_value": port}}
-
-
-def lb_endpoints(addresses: list[str], what: str, *, need_ip: bool = True) -> list[dict[str, Any]]:
-    return [{"endpoint": {"address": socket_address(a, what, need_ip=need_ip)}} for a in addresses]
-
-
-def typed(type_name: str, **body: Any) -> dict[str, Any]:
-    return {"@type": f"type.googleapis.com/{type_name}", **body}
-
-
-def policy(name: str, type_name: str, **body: Any) -> dict[str, Any]:
-    return {"typed_extension_config": {"name": name, "typed_config": typed(type_name, **body)}}
-
-
-def round_robin_policy(_opts: RenderOptions | None = None) -> dict[str, Any]:
-    return policy(
-        "envoy.load_balancing_policies.round_robin",
-        "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
-    )
-
-
-def least_request_policy(_opts: RenderOptions | None = None) -> dict[str, Any]:
-    return policy(
-        "envoy.load_balancing_policies.least_request",
-        "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
-    )
-
-
-def override_host_policy(opts: RenderOptions) -> dict[str, Any]:
-    """Routes to the pool member named in the destination header; no header or a non-member falls
-    back to round robin. Only cluster members can ever be chosen, so a forged value cannot leave the pool."""
-    return policy(
-        "envoy.load_balancing_policies.override_host",
-        "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
-        override_host_sources=[{"header": header_name(opts, "destination")}],
-        fallback_policy={"policies": [round_robin_policy()]},
-    )
-
-
-def circuit_breakers() -> dict[str, Any]:
-    limit = CIRCUIT_BREAKER_LIMIT
-    return {
-        "thresholds": [
-            {
-                "priority": "DEFAULT",
-                "max_connections": limit,
-                "max_pending_requests": limit,
-                "max_requests": limit,
-                # Default 3: with a pod gone, every in-flight request retries at once and the 4th
-                # would fail with UO (overflow) instead of moving to its fallback.
-                "max_retries": limit,
-            }
-        ]
-    }
-
-
-def http2_protocol_options() -> dict[str, Any]:
-    return {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            explicit_http_config={"http2_protocol_options": {}},
-        )
-    }
-
-
 def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
     sc = scenario(opts.scenario)
     cluster: dict[str, Any] = {
         "name": POOL_CLUSTER,
         "connect_timeout": POOL_CONNECT_TIMEOUT,
         "load_balancing_policy": {"policies": [sc.lb.build(opts)]},
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(CIRCUIT_BREAKER_LIMIT),
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_LIMIT_BYTES,
         "type": sc.pool_kind,
     }
@@ -230,29 +162,6 @@ def pool_cluster(opts: RenderOptions) -> dict[str, Any]:
         endpoints = lb_endpoints(opts.pool, "--pool")
     cluster["load_assignment"] = {"cluster_name": POOL_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
     return cluster
-
-
-def sidecar_cluster(name: str, address: str, what: str, *, http2: bool = False) -> dict[str, Any]:
-    cluster: dict[str, Any] = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": SIDECAR_CONNECT_TIMEOUT,
-        "circuit_breakers": circuit_breakers(),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints([address], what)}]},
-    }
-    if http2:
-        cluster["typed_extension_protocol_options"] = http2_protocol_options()
-    return cluster
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 # RFC 9110 field-name: a token.
@@ -345,26 +254,16 @@ def wasm_filter(opts: RenderOptions) -> dict[str, Any]:
     }
 
 
-def ext_proc_filter(opts: RenderOptions) -> dict[str, Any]:
+def ext_proc_filter(_opts: RenderOptions) -> dict[str, Any]:
     """The GAIE Endpoint Picker wiring: headers and the buffered body go to the picker over gRPC,
     which answers with a header mutation setting the destination header."""
-    return {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": typed(
-            "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            grpc_service={"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
-            failure_mode_allow=False,
-            message_timeout=EXT_PROC_MESSAGE_TIMEOUT,
-            processing_mode={
-                "request_header_mode": "SEND",
-                "response_header_mode": "SKIP",
-                "request_body_mode": "BUFFERED",
-                "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP",
-                "response_trailer_mode": "SKIP",
-            },
-        ),
-    }
+    return ext_proc_http_filter(EXT_PROC_CLUSTER, EXT_PROC_MESSAGE_TIMEOUT)
+
+
+def sidecar_cluster(name: str, address: str, what: str, *, http2: bool = False) -> dict[str, Any]:
+    return static_cluster(
+        name, address, what, connect_timeout=SIDECAR_CONNECT_TIMEOUT, limit=CIRCUIT_BREAKER_LIMIT, http2=http2
+    )
 
 
 @dataclass(frozen=True)
@@ -378,9 +277,11 @@ class LbPolicy:
     walks_fallbacks: bool
 
 
-OVERRIDE_HOST = LbPolicy("override_host", override_host_policy, walks_fallbacks=True)
-ROUND_ROBIN = LbPolicy("round_robin", round_robin_policy, walks_fallbacks=False)
-LEAST_REQUEST = LbPolicy("least_request", least_request_policy, walks_fallbacks=False)
+OVERRIDE_HOST = LbPolicy(
+    "override_host", lambda opts: override_host_policy(header_name(opts, "destination")), walks_fallbacks=True
+)
+ROUND_ROBIN = LbPolicy("round_robin", lambda _opts: round_robin_policy(), walks_fallbacks=False)
+LEAST_REQUEST = LbPolicy("least_request", lambda _opts: least_request_policy(), walks_fallbacks=False)
 
 
 @dataclass(frozen=True)
@@ -444,10 +345,6 @@ def scenario(name: str) -> Scenario:
         raise RenderError(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}") from None
 
 
-def router_filter() -> dict[str, Any]:
-    return {"name": "envoy.filters.http.router", "typed_config": typed("envoy.extensions.filters.http.router.v3.Router")}
-
-
 def retry_policy(opts: RenderOptions) -> dict[str, Any]:
     retry: dict[str, Any] = {
         "retry_on": RETRY_ON,
@@ -474,16 +371,7 @@ def access_log(path: str, opts: RenderOptions) -> list[dict[str, Any]]:
         f"picked=%REQ({header_name(opts, 'destination')})% upstream=%UPSTREAM_HOST% "
         "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% duration_ms=%DURATION%\n"
     )
-    return [
-        {
-            "name": "envoy.access_loggers.file",
-            "typed_config": typed(
-                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                path=path,
-                log_format={"text_format_source": {"inline_string": line}},
-            ),
-        }
-    ]
+    return [file_access_log(path, {"text_format_source": {"inline_string": line}})]
 
 
 def decision_log(path: str, opts: RenderOptions) -> dict[str, Any]:
@@ -503,26 +391,7 @@ def decision_log(path: str, opts: RenderOptions) -> dict[str, Any]:
         "request_bytes": "%BYTES_RECEIVED%",
         "decision": f"%REQ({header_name(opts, 'debug')})%",
     }
-    return {
-        "name": "envoy.access_loggers.file",
-        "typed_config": typed(
-            "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            path=path,
-            log_format={"json_format": fields},
-        ),
-    }
-
-
-def http_connection_manager(stat_prefix: str, routes: list[dict[str, Any]], filters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "stat_prefix": stat_prefix,
-        "codec_type": "AUTO",
-        "route_config": {
-            "name": stat_prefix,
-            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
-        },
-        "http_filters": filters,
-    }
+    return file_access_log(path, {"json_format": fields})
 
 
 def listener(opts: RenderOptions) -> dict[str, Any]:
@@ -538,24 +407,9 @@ def listener(opts: RenderOptions) -> dict[str, Any]:
         hcm["access_log"] = access_log(opts.access_log, opts)
     if opts.decision_log:
         hcm.setdefault("access_log", []).append(decision_log(opts.decision_log, opts))
-    return {
-        "name": "inference",
-        "address": socket_address(opts.listen, "--listen"),
-        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_LIMIT_BYTES,
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": typed(
-                            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                            **hcm,
-                        ),
-                    }
-                ]
-            }
-        ],
-    }
+    return hcm_listener(
+        "inference", opts.listen, "--listen", hcm, per_connection_buffer_limit_bytes=CONNECTION_BUFFER_LIMIT_BYTES
+    )
 
 
 def stats_listener(opts: RenderOptions) -> dict[str, Any]:
@@ -569,23 +423,7 @@ def stats_listener(opts: RenderOptions) -> dict[str, Any]:
         {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found"}}},
     ]
     hcm = http_connection_manager("prometheus_stats", routes, [router_filter()])
-    return {
-        "name": "prometheus-stats",
-        "address": socket_address(opts.stats_listen or "", "--stats-listen"),
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": typed(
-                            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                            **hcm,
-                        ),
-                    }
-                ]
-            }
-        ],
-    }
+    return hcm_listener("prometheus-stats", opts.stats_listen or "", "--stats-listen", hcm)
 
 
 def check(opts: RenderOptions) -> None:

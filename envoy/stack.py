@@ -189,10 +189,10 @@ def fleet_kind() -> str:
 
 
 def sim_fault(pod: str, kind: str) -> None:
-    """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod.rs): stall (requests
-    and the engine hang, /metrics too), error500, close (connections closed unanswered), exit (the pod
-    stops listening and drops its connections), metrics404 (/metrics answers 404, serving goes on),
-    none (clear)."""
+    """Injects a fault into one simulated pod (`POST /admin/fault`, see sim/src/pod/faults.rs): stall
+    (requests and the engine hang, /metrics too), error500, close (connections closed unanswered),
+    exit (the pod stops listening and drops its connections), metrics404 and metrics-garbage (only
+    /metrics breaks, serving goes on), none (clear). minifleet.py knows stall, exit, metrics404."""
     host, port = render.parse_host_port(pod, "pod")
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:

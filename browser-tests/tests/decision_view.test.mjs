@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { env, eventually, launch, screenshot } from "./browser.mjs";
 
-const MODEL = process.env.WIS_MODEL || "qwen3-0.6b";
+const MODEL = process.env.WIS_MODEL || "Qwen/Qwen3-0.6B";
 let browser, page;
 const pageErrors = [];
 

@@ -73,7 +73,7 @@ def gateway():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
-    yield app.ChatConfig(gateway_url=f"http://{host}:{port}", model="qwen3-0.6b", system_prompt="Be brief.")
+    yield app.ChatConfig(gateway_url=f"http://{host}:{port}", model=app.DEFAULT_MODEL, system_prompt="Be brief.")
     server.shutdown()
     server.server_close()
 
@@ -91,6 +91,49 @@ def test_config_needs_the_gateway_and_reads_the_rest():
     assert (c.model, c.port, c.max_tokens) == ("Qwen/Qwen3-0.6B", 0, 64)
     with pytest.raises(app.ConfigError, match="WIS_CHAT_PORT must be a whole number"):
         app.config_from_env({"WIS_GATEWAY_URL": "http://x", "WIS_CHAT_PORT": "http"})
+
+
+@pytest.mark.parametrize("url", ["ftp://10.0.0.5", "http://", "http://10.0.0.5:http", "http://10.0.0.5/?x=1",
+                                 "http://10.0.0.5/#v1"])
+def test_a_gateway_url_that_is_no_http_url_is_refused(url):
+    with pytest.raises(app.ConfigError, match="expected http"):
+        app.config_from_env({"WIS_GATEWAY_URL": url})
+
+
+def test_the_internal_load_balancer_address_is_a_gateway_url():
+    # What the GKE overlays set (manifests/tools/configure_overlay.py): the reserved address, port 80.
+    c = app.config_from_env({"WIS_GATEWAY_URL": "http://10.128.0.50"})
+    assert c.completions_url == "http://10.128.0.50/v1/chat/completions"
+    assert c.model == "Qwen/Qwen3-0.6B"
+
+
+def test_the_check_sends_one_short_turn_and_says_what_came_back(gateway):
+    ok, message = app.check_gateway(gateway)
+    assert ok
+    assert message == (f"gateway {gateway.gateway_url}, model Qwen/Qwen3-0.6B answered 'Hello'; "
+                       f"served by {POD} · cached 32/40 prompt tokens")
+    [sent] = Gateway.seen
+    assert sent["model"] == "Qwen/Qwen3-0.6B" and sent["max_tokens"] == app.CHECK_MAX_TOKENS and sent["stream"]
+    assert sent["messages"][-1] == {"role": "user", "content": app.CHECK_PROMPT}
+
+
+def test_the_check_reports_a_gateway_error(gateway):
+    Gateway.mode = "error"
+    ok, message = app.check_gateway(gateway)
+    assert not ok
+    assert message.endswith("the gateway answered HTTP 404: the model 'x' does not exist (NotFoundError)")
+
+
+def test_the_check_command_exit_codes(gateway, monkeypatch, capsys):
+    monkeypatch.setenv("WIS_GATEWAY_URL", gateway.gateway_url)
+    assert app.main(["--check"]) == 0
+    assert capsys.readouterr().out.startswith("chat check: ok: gateway ")
+    monkeypatch.setenv("WIS_GATEWAY_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert app.main(["--check"]) == 1
+    assert "chat check: FAILED: gateway http://127.0.0.1:9" in capsys.readouterr().err
+    assert app.main(["--chek"]) == 2
+    monkeypatch.delenv("WIS_GATEWAY_URL")
+    assert app.main(["--check"]) == 2
 
 
 def test_a_turn_streams_and_names_the_pod_and_the_cached_tokens(gateway):

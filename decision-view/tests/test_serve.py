@@ -20,6 +20,9 @@ STATS = {"stats": [
     {"name": "wasmcustom.wis.decisions", "value": 7},
     {"name": "wasmcustom.wis.endpoint.127.0.0.1:8001.decisions", "value": 5},
     {"name": "wasmcustom.wis.endpoint.127.0.0.1:8002.decisions", "value": 2},
+    {"name": "wasmcustom.wis.endpoint.127.0.0.1:8001.index_capacity_blocks", "value": 1000},
+    {"name": "wasmcustom.wis.prefix.bytes_per_token_x100", "value": 487},
+    {"name": "wasmcustom.wis.model.Qwen_Qwen3_0_6B.bytes_per_token_x100", "value": 487},
     {"name": "wasmcustom.wis.scheduling_us", "histograms": {"computed_quantiles": []}},
 ]}
 
@@ -102,6 +105,9 @@ def test_info_snapshot_and_stats_come_from_the_sources(tmp_path, upstream):
     stats = json.loads(get(base + "/api/stats")[2])
     assert stats["decisions"] == {"127.0.0.1:8001": 5, "127.0.0.1:8002": 2}
     assert stats["counters"]["wis.decisions"] == 7
+    assert stats["capacity"] == {"127.0.0.1:8001": 1000}
+    assert stats["bytes_per_token"] == 4.87
+    assert stats["model_bytes_per_token"] == {"Qwen_Qwen3_0_6B": 4.87}
 
 
 def test_a_source_that_is_down_or_missing_is_a_502_naming_it(tmp_path):

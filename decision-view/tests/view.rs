@@ -154,3 +154,34 @@ fn an_empty_pool_is_an_error_not_a_decision() {
     let err = view.schedule("/v1/chat/completions", &chat(&["x"]), "", NOW_MS, false).unwrap_err();
     assert!(err.contains("no endpoints"), "{err}");
 }
+
+#[test]
+fn the_pool_view_shows_why_metrics_are_unknown_and_the_index_capacity() {
+    let mut view = view();
+    let mut snap: Value = serde_json::from_str(&snapshot([0, 0, 0])).unwrap();
+    snap["endpoints"][1]["stale"] = json!(true);
+    snap["endpoints"][1]["last_error"] = json!({"reason": "http_status", "message": "answered HTTP 404, expected 200: \"Not Found\"", "since_ms": NOW_MS - 500});
+    snap["endpoints"][0]["metrics"]["cache_block_size"] = json!(16);
+    snap["endpoints"][0]["metrics"]["cache_num_blocks"] = json!(800);
+    view.set_snapshot(&snap.to_string()).unwrap();
+    let pool: Value = serde_json::from_str(&view.pool_json(NOW_MS)).unwrap();
+    assert_eq!(pool["endpoints"][1]["last_error"]["reason"], "http_status");
+    assert!(pool["endpoints"][1]["last_error"]["message"].as_str().unwrap().contains("404"));
+    assert_eq!(pool["endpoints"][0]["last_error"], Value::Null);
+    // 800 KV blocks of 16 tokens at the starting guess of 4 bytes a token: 800 blocks of 64 bytes.
+    assert_eq!(pool["endpoints"][0]["index_capacity_blocks"], 800);
+    assert_eq!(pool["bytes_per_token"], 4.0);
+    // A pod with unreadable metrics is still scheduled, and the decision says its metrics were unknown.
+    let out = schedule(&mut view, &chat(&["hello"]), false);
+    let rows = out["decision"]["scores"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["filtered_out"].is_null()), "{out}");
+    assert_eq!(rows.iter().filter(|r| r["metrics_known"] == false).count(), 1);
+}
+
+#[test]
+fn the_plugin_types_are_the_registry() {
+    let types: Value = serde_json::from_str(&view().plugin_types_json()).unwrap();
+    let names: Vec<&str> = types.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"prefix-cache-scorer") && names.contains(&"saturation-filter"), "{names:?}");
+    assert!(types.as_array().unwrap().iter().all(|t| t["kind"].is_string()));
+}

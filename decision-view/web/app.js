@@ -121,13 +121,23 @@ async function pollForever() {
 
 function renderPool() {
   const pool = state.pool;
-  $("pool-meta").textContent = pool.source === "scraper"
+  const learned = state.stats?.bytes_per_token;
+  const ratio = learned != null
+    ? `the gateway's learned bytes per token: ${learned.toFixed(2)}`
+    : `bytes per token: ${pool.bytes_per_token.toFixed(2)} (the starting guess; the gateway learns it from usage reports)`;
+  $("pool-meta").textContent = (pool.source === "scraper"
     ? `snapshot #${pool.sequence}, generated ${pool.generated_at_ms ? new Date(pool.generated_at_ms).toLocaleTimeString() : "–"}`
-    : "static endpoints from the configuration (no snapshot yet)";
+    : "static endpoints from the configuration (no snapshot yet)") + ` · ${ratio}`;
   const tbody = $("pool-table").querySelector("tbody");
   tbody.replaceChildren(...pool.endpoints.map((e) => {
-    const health = !e.healthy ? el("span", { class: "bad" }, "unhealthy")
-      : e.stale ? el("span", { class: "warn" }, "stale") : el("span", { class: "ok" }, "healthy");
+    // Reachability and readable metrics are separate facts: a pod whose metrics cannot be read still
+    // serves, and the scheduler judges it on its own in-flight counts.
+    const health = !e.healthy ? el("span", { class: "bad" }, "unreachable")
+      : e.stale ? el("span", { class: "warn" }, "metrics unknown") : el("span", { class: "ok" }, "healthy");
+    const error = e.last_error
+      ? el("span", { class: "warn", title: e.last_error.message }, `${e.last_error.reason}: ${e.last_error.message}`)
+      : "–";
+    const capacity = state.stats?.capacity?.[e.address] ?? e.index_capacity_blocks;
     const kv = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(100 * e.kv_cache_usage)}%` }));
     const lora = e.max_loras == null ? "–"
       : `${e.lora_running.join(", ") || "–"} / ${e.lora_waiting.join(", ") || "–"} / ${e.max_loras}`;
@@ -142,6 +152,8 @@ function renderPool() {
       el("td", {}, lora),
       el("td", { class: "num" }, age),
       el("td", { class: "num" }, pct(e.prefix_cache_hit_ratio)),
+      el("td", { class: "error" }, error),
+      el("td", { class: "num" }, capacity ?? "–"),
       el("td", { class: "num" }, decisions ?? "–"));
   }));
 }

@@ -13,6 +13,7 @@ import stack as stack_mod
 from names import Header, Stat, envoy_prometheus_name
 
 SIM_POD_HEADER = Header.SIM_POD
+ENDPOINT_STATS = r"wis\.endpoint\."
 
 
 def test_kubernetes_scenario_routes_to_the_pod_the_dns_name_resolves_to(stack, wasm_path):
@@ -36,7 +37,13 @@ def test_kubernetes_scenario_routes_to_the_pod_the_dns_name_resolves_to(stack, w
         assert resp.status == 200, resp.body
         assert resp.header(SIM_POD_HEADER) == pod
     # The plugin itself picked the pod (from the scraper's snapshot), not Envoy's fallback policy.
-    assert envoy.plugin_stat(Stat.endpoint_decisions(pod)) >= 5, envoy.stats(r"wis\.endpoint\.")
+    # Stats reach Envoy on the plugin's tick, so wait for the count rather than read it once.
+    stack_mod.wait_until(
+        "5 decisions for the pod counted",
+        lambda: envoy.plugin_stat(Stat.endpoint_decisions(pod)) >= 5,
+        10.0,
+        lambda: f"\n{envoy.stats(ENDPOINT_STATS)}",
+    )
 
 
 def _plugin_config(path) -> str:
@@ -65,8 +72,12 @@ def test_the_stats_listener_serves_prometheus_text_and_nothing_else_of_the_admin
     assert resp.status == 200, resp.body[:300]
     samples = prom.parse(resp.body.decode())
     assert (prom.value(samples, "envoy_cluster_upstream_rq_total", envoy_cluster_name="inference-pool") or 0) >= 1
-    served = prom.value(samples, envoy_prometheus_name(Stat.endpoint_decisions(pod)))
-    assert (served or 0) >= 1, "the plugin's stats are exported too"
+
+    def plugin_stats_exported() -> bool:
+        text = client.request(envoy.stats_listen, "GET", "/stats/prometheus").body.decode()
+        return (prom.value(text, envoy_prometheus_name(Stat.endpoint_decisions(pod))) or 0) >= 1
+
+    stack_mod.wait_until("the plugin's stats in /stats/prometheus", plugin_stats_exported, 10.0)
     for method, path in [("GET", "/config_dump"), ("POST", "/quitquitquit"), ("GET", "/stats"),
                          ("POST", "/stats/prometheus"), ("GET", "/ready")]:
         assert client.request(envoy.stats_listen, method, path).status == 404, f"{method} {path} reached the admin"

@@ -13,7 +13,7 @@ import pytest
 import client
 import stack as stack_mod
 from leaks import leaking_headers, reveals
-from names import Header
+from names import Header, Stat
 
 PODS = 3
 # The simulated pods' own marker header (set by the pod, not by the gateway; a real vLLM sends none).
@@ -63,6 +63,8 @@ def exchanges(envoy_address: str, pool: list[str], session: str | None = None) -
     ]
     if session:
         out.append(("session sent back", client.chat(envoy_address, conv, max_tokens=4, headers={Header.SESSION: session})))
+        tampered = session[:-1] + ("A" if session[-1] != "A" else "B")
+        out.append(("session tampered", client.chat(envoy_address, conv, max_tokens=4, headers={Header.SESSION: tampered})))
     return out
 
 
@@ -112,6 +114,14 @@ def test_no_response_header_reveals_a_pool_address_without_the_debug_header(
         assert not leaks(resp, pool), f"{variant}/{kind}: headers reveal pool addresses: {leaks(resp, pool)}"
         if variant == "default":
             assert resp.header(Header.SESSION) is None, f"{kind}: a session token without session affinity"
+    if variant != "default":
+        # The token sent back was accepted; the forged and the tampered ones were ignored and counted.
+        stack_mod.wait_until(
+            "session tokens counted",
+            lambda: envoy.plugin_stat(Stat.SESSION_ACCEPTED) >= 1 and envoy.plugin_stat(Stat.SESSION_INVALID) >= 2,
+            10.0,
+            lambda: f"\n{envoy.stats('wis.session')}",
+        )
 
 
 @pytest.mark.parametrize("debug", [True, "json"], ids=["summary", "json"])

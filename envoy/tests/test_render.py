@@ -5,6 +5,7 @@ the plugin .wasm and hands it its configuration)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -363,8 +364,10 @@ def test_envoy_accepts_the_rendered_config(scenario, plugin_config, envoy_bin, w
         opts.wasm = str(wasm_path)  # validate mode loads the .wasm and configures the plugin
     path = tmp_path / f"{scenario}.yaml"
     path.write_text(render.to_text(render.render(opts), "yaml"))
+    # The plugin refuses a secretEnv the VM cannot read, so Envoy's process has it, as in a pod.
+    env = {**os.environ, "WIS_SESSION_SECRET": "validate-only-secret-0123456789"}
     result = subprocess.run([str(envoy_bin), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, f"envoy refused {scenario}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     output = result.stdout + result.stderr
     assert "OK" in output

@@ -104,6 +104,8 @@ def test_a_renamed_destination_header_still_routes_to_the_member_the_plugin_name
             assert destination, f"the plugin set no {renamed}; upstream saw headers {r.headers}"
             assert destination[0] == b.address, f"named {destination[0]}, served by {b.address}"
             assert client.DESTINATION_HEADER not in r.headers
+    # The plugin hands its stats to Envoy on its tick: wait for the count, then pin it.
+    stack_mod.wait_until("8 decisions counted", lambda: envoy.plugin_stat(Stat.DECISIONS) >= 8, 10.0)
     assert envoy.plugin_stat(Stat.DECISIONS) == 8
 
 

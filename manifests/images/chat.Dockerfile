@@ -1,5 +1,5 @@
 # The Gradio chat front end (chat/). Build from the repository root:
-#   docker build -f manifests/images/chat.Dockerfile -t REGISTRY/wis-chat:0.1.0 .
+#   docker build -f manifests/images/chat.Dockerfile -t REGISTRY/wis-chat:TAG .
 FROM docker.io/library/python:3.12.8-slim-bookworm
 WORKDIR /app
 COPY chat/ /app/

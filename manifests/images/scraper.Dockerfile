@@ -1,5 +1,5 @@
 # The scraper sidecar (wis-scraper). Build from the repository root:
-#   docker build -f manifests/images/scraper.Dockerfile -t REGISTRY/wis-scraper:0.1.0 .
+#   docker build -f manifests/images/scraper.Dockerfile -t REGISTRY/wis-scraper:TAG .
 # Multi-stage: a pinned Rust toolchain compiles a static musl binary; the runtime image is a
 # pinned debian slim (distroless publishes no version tags, only moving ones and digests we cannot
 # look up offline) running as an unprivileged numeric user.

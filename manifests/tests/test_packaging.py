@@ -88,10 +88,30 @@ def test_real_plugin_layout_when_built(tmp_path):
 
 def test_our_dockerfiles_pass():
     files = sorted((MANIFESTS / "images").glob("*.Dockerfile"))
-    assert {f.name for f in files} >= {"scraper.Dockerfile", "plugin.Dockerfile"}
+    assert {f.name for f in files} >= {"scraper.Dockerfile", "epp.Dockerfile", "envoy.Dockerfile", "chat.Dockerfile",
+                                       "plugin.Dockerfile"}
     assert [e for f in files for e in dockerfile_check.check(f)] == []
     plugin = (MANIFESTS / "images" / "plugin.Dockerfile").read_text()
     assert "FROM scratch" in plugin and "plugin.wasm" in plugin
+
+
+def test_every_image_a_manifest_names_has_a_dockerfile():
+    import configure_overlay
+
+    for name in configure_overlay.IMAGES:
+        assert (MANIFESTS / "images" / f"{name.removeprefix('wis-')}.Dockerfile").is_file(), name
+
+
+def test_the_envoy_image_bakes_the_checked_module_into_the_pinned_envoy():
+    text = (MANIFESTS / "images" / "envoy.Dockerfile").read_text()
+    [base] = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert base == "docker.io/envoyproxy/envoy:v1.40.0"
+    assert "COPY plugin.wasm plugin.wasm.sha256 /etc/envoy/wasm/" in text
+    assert "sha256sum -c plugin.wasm.sha256" in text
+    # package.sh hands the engine a context with exactly what the Dockerfile copies.
+    package = (MANIFESTS / "package.sh").read_text()
+    assert 'cp manifests/images/envoy.Dockerfile "$ctx/Dockerfile"' in package
+    assert 'cp "$out/plugin.wasm" "$out/plugin.wasm.sha256" "$ctx/"' in package
 
 
 @pytest.mark.parametrize(
@@ -121,6 +141,6 @@ def test_committed_envoy_config_is_current(tmp_path):
     res = subprocess.run([str(MANIFESTS / "render-envoy-config.sh"), str(out)], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "PYTHON": sys.executable})
     assert res.returncode == 0, res.stderr
-    committed = MANIFESTS / "base" / "envoy-config" / "envoy.yaml"
+    committed = MANIFESTS / "components" / "envoy-gateway" / "envoy-config" / "envoy.yaml"
     assert out.read_text() == committed.read_text(), (
-        "manifests/base/envoy-config/envoy.yaml is out of date with envoy/render.py: run manifests/render-envoy-config.sh")
+        "manifests/components/envoy-gateway/envoy-config/envoy.yaml is out of date with envoy/render.py: run manifests/render-envoy-config.sh")

@@ -67,9 +67,15 @@ impl From<&RequestError> for LocalReply {
 
 impl From<&ScheduleError> for LocalReply {
     fn from(e: &ScheduleError) -> Self {
+        let message = e.to_string();
         match e {
-            ScheduleError::NoEndpoints(why) => Self::new(503, "server_error", "no_ready_endpoint", None, why),
-            ScheduleError::Shed(why) => Self::new(429, "rate_limit_error", "pool_saturated", None, why),
+            ScheduleError::EmptyPool | ScheduleError::SubsetNamesNoMember => {
+                Self::new(503, "server_error", "no_ready_endpoint", None, &message)
+            }
+            ScheduleError::ModelNotServed(_) => {
+                Self::new(404, "invalid_request_error", "model_not_found", Some("model"), &message)
+            }
+            ScheduleError::Shed { .. } => Self::new(429, "rate_limit_error", "pool_saturated", None, &message),
         }
     }
 }
@@ -88,8 +94,10 @@ mod tests {
             (LocalReply::from(&RequestError::NotJson("x".into())), 400, "invalid_json"),
             (LocalReply::from(&RequestError::UnknownModel("gpt".into())), 404, "model_not_found"),
             (LocalReply::from(&RequestError::MissingModel), 400, "missing_model"),
-            (LocalReply::from(&ScheduleError::NoEndpoints("none".into())), 503, "no_ready_endpoint"),
-            (LocalReply::from(&ScheduleError::Shed("busy".into())), 429, "pool_saturated"),
+            (LocalReply::from(&ScheduleError::EmptyPool), 503, "no_ready_endpoint"),
+            (LocalReply::from(&ScheduleError::SubsetNamesNoMember), 503, "no_ready_endpoint"),
+            (LocalReply::from(&ScheduleError::ModelNotServed("gpt".into())), 404, "model_not_found"),
+            (LocalReply::from(&ScheduleError::Shed { priority: -1 }), 429, "pool_saturated"),
             (LocalReply::body_too_large(10), 413, "request_too_large"),
             (LocalReply::missing_body(), 400, "missing_body"),
             (LocalReply::internal("x"), 500, "internal_error"),

@@ -41,6 +41,10 @@ pub const MAX_ENDPOINTS: usize = 2048;
 /// Upper bound on the LoRA adapter names kept per list per endpoint (vLLM's `max_loras` is small).
 pub const MAX_ADAPTERS_PER_LIST: usize = 64;
 
+/// Largest snapshot document a consumer accepts: [`MAX_ENDPOINTS`] endpoints at well under 1 KiB
+/// each. The scraper keeps what it serves within it (cutting error messages first).
+pub const MAX_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
+
 /// Upper bound on a scrape error's message in bytes: enough for the reason, the status and a short
 /// excerpt of the body, small enough that a pool of failing pods keeps the snapshot small.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
@@ -195,19 +199,7 @@ impl PoolSnapshot {
     /// The configured static endpoints as a snapshot: healthy, never scraped (so stale), no metrics.
     pub fn from_static(endpoints: &[String]) -> Self {
         let mut snapshot = Self::empty();
-        snapshot.endpoints = endpoints
-            .iter()
-            .map(|address| Endpoint {
-                address: address.clone(),
-                healthy: true,
-                stale: true,
-                last_scrape_ms: 0,
-                consecutive_failures: 0,
-                models: Vec::new(),
-                metrics: EndpointMetrics::default(),
-                last_error: None,
-            })
-            .collect();
+        snapshot.endpoints = endpoints.iter().map(Endpoint::new).collect();
         snapshot
     }
 
@@ -259,6 +251,20 @@ impl PoolSnapshot {
 }
 
 impl Endpoint {
+    /// A reachable endpoint with no metrics read yet (how the configured static endpoints start).
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            healthy: true,
+            stale: true,
+            last_scrape_ms: 0,
+            consecutive_failures: 0,
+            models: Vec::new(),
+            metrics: EndpointMetrics::default(),
+            last_error: None,
+        }
+    }
+
     /// Milliseconds since the last successful scrape at `now_ms`; `u64::MAX` if never scraped.
     pub fn metrics_age_ms(&self, now_ms: u64) -> u64 {
         if self.last_scrape_ms == 0 { u64::MAX } else { now_ms.saturating_sub(self.last_scrape_ms) }

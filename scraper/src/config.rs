@@ -158,7 +158,8 @@ pub struct Options {
     pub scrape_timeout_ms: Option<u64>,
     #[arg(long, value_name = "BYTES")]
     pub max_response_bytes: Option<usize>,
-    /// Consecutive failed scrapes before an endpoint is reported unhealthy.
+    /// Connection failures or timeouts in a row before an endpoint is reported unhealthy
+    /// (other failures only make its metrics unknown).
     #[arg(long, value_name = "N")]
     pub unhealthy_after: Option<u32>,
     #[arg(long, value_name = "PATH")]
@@ -250,6 +251,10 @@ impl Options {
         let path = self.metrics_path.clone().unwrap_or_else(|| "/metrics".into());
         if !path.starts_with('/') {
             return Err(format!("metrics_path {path:?}: expected a path starting with /"));
+        }
+        // The request target is this path as given (origin form), so it must be a valid one.
+        if path.parse::<hyper::Uri>().map_or(true, |u| u.authority().is_some()) {
+            return Err(format!("metrics_path {path:?}: expected a path such as /metrics or /prometheus/metrics"));
         }
         let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text
@@ -403,6 +408,7 @@ mod tests {
         assert!(bad(Options { engine: Some("tgi".into()), ..base.clone() }).contains("expected vllm"));
         assert!(bad(Options { interval_ms: Some(1), ..base.clone() }).contains("at least"));
         assert!(bad(Options { dns: Some("x:1".into()), ..base.clone() }).contains("several discovery"));
+        assert!(bad(Options { metrics_path: Some("/me trics".into()), ..base.clone() }).contains("expected a path"));
         assert!(bad(Options { metric_waiting: vec!["{x}".into()], ..base }).contains("metric selector"));
     }
 

@@ -1,8 +1,9 @@
 //! `wis-scraper`: the metrics sidecar of the wasm inference scheduler.
 //!
 //! It discovers an inference pool ([`discovery`]), scrapes each model server's Prometheus
-//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state with
-//! staleness and health ([`state`]), and serves one snapshot document in the plugin's wire
+//! `/metrics` on its own timer ([`scrape`], [`expo`], [`vocab`]), keeps the pool's state, with
+//! reachability and metric staleness apart ([`state`]), logs each endpoint's scrape failures
+//! when they change ([`failure_log`]), and serves one snapshot document in the plugin's wire
 //! format (`wasm_inference_scheduler::pool`) on a localhost address ([`server`]).
 //!
 //! Tasks: one discovery task, one supervisor that starts and stops one scrape task per endpoint
@@ -216,7 +217,7 @@ async fn publish(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         *lock(&shared.last_publish) = Instant::now();
-        let (snapshot, counts) = {
+        let ((sequence, json), counts) = {
             let mut state = lock(&shared.state);
             if !shared.ready.load(Ordering::Relaxed) {
                 if !state.discovered() {
@@ -227,10 +228,10 @@ async fn publish(shared: Arc<Shared>) {
                     continue;
                 }
             }
-            (state.snapshot(state::unix_ms()), state.counts())
+            (state.snapshot_json(state::unix_ms()), state.counts())
         };
-        let json = Bytes::from(snapshot.to_json());
-        shared.metrics.observe_snapshot(snapshot.sequence, json.len(), counts);
+        let json = Bytes::from(json);
+        shared.metrics.observe_snapshot(sequence, json.len(), counts);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = json;
         shared.ready.store(true, Ordering::Relaxed);
     }

@@ -34,6 +34,14 @@ use crate::vocab::Reading;
 /// endpoint is reported unhealthy.
 pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
 
+/// The plugin refuses a snapshot larger than this; the one definition is the wire format's.
+pub const SNAPSHOT_BUDGET_BYTES: usize = wasm_inference_scheduler::pool::MAX_SNAPSHOT_BYTES;
+
+/// Error messages are cut to this when the full ones would push the snapshot over the budget
+/// (a large pool failing with long messages): the reason and the start of each message stay,
+/// and the pool stays visible to the plugin instead of being refused whole.
+const TRIMMED_ERROR_MESSAGE_BYTES: usize = 96;
+
 /// Counts of endpoints by state, for the scraper's own metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointCounts {
@@ -192,6 +200,20 @@ impl PoolState {
             }
         }
         c
+    }
+
+    /// Generates the next snapshot and serialises it within [`SNAPSHOT_BUDGET_BYTES`] (cutting
+    /// error messages if need be). Returns its sequence and its JSON.
+    pub fn snapshot_json(&mut self, now_ms: u64) -> (u64, Vec<u8>) {
+        let mut snapshot = self.snapshot(now_ms);
+        let json = snapshot.to_json();
+        if json.len() <= SNAPSHOT_BUDGET_BYTES {
+            return (snapshot.sequence, json);
+        }
+        for failure in snapshot.endpoints.iter_mut().filter_map(|e| e.last_error.as_mut()) {
+            truncate_utf8(&mut failure.message, TRIMMED_ERROR_MESSAGE_BYTES);
+        }
+        (snapshot.sequence, snapshot.to_json())
     }
 
     /// Generates the next snapshot (sequence + 1).
@@ -376,6 +398,27 @@ mod tests {
         assert!(json.len() < 2 * 1024 * 1024, "1,000 endpoints at every cap serialise to {} bytes", json.len());
         let parsed = PoolSnapshot::from_json(&json).expect("the plugin reads it");
         assert_eq!(parsed.endpoints.len(), 1000);
+        // Now every endpoint fails, keeping its last values, with a message at the cap full of
+        // characters JSON escapes: the full messages would not fit, cut ones do.
+        let noisy = ScrapeError::Status { status: 500, excerpt: "\"\\".repeat(300) };
+        for a in &addrs {
+            s.record_failure(*a, &noisy, noisy.to_string(), 1_764_000_000_050);
+        }
+        assert!(s.snapshot(1).to_json().len() > SNAPSHOT_BUDGET_BYTES, "the case the budget is for");
+        let (_, json) = s.snapshot_json(1_764_000_000_050);
+        assert!(json.len() <= SNAPSHOT_BUDGET_BYTES, "{} bytes", json.len());
+        let parsed = PoolSnapshot::from_json(&json).expect("the plugin reads it");
+        assert!(parsed.endpoints.iter().all(|e| {
+            let f = e.last_error.as_ref().unwrap();
+            f.reason == "http_status" && f.message.starts_with("answered HTTP 500") && f.message.len() <= 96
+        }));
+        // A snapshot within the budget keeps its messages whole.
+        let mut small = PoolState::new(Engine::Vllm, 3);
+        small.set_targets(&[addr(1)]);
+        small.record_failure(addr(1), &noisy, noisy.to_string(), 5);
+        let (_, json) = small.snapshot_json(5);
+        let whole = PoolSnapshot::from_json(&json).unwrap().endpoints[0].last_error.clone().unwrap().message;
+        assert_eq!(whole.len(), MAX_ERROR_MESSAGE_BYTES);
         // Discovery beyond the format's cap is cut, not passed on for the plugin to reject.
         let many: Vec<SocketAddr> = (0..MAX_ENDPOINTS + 10).map(addr).collect();
         s.set_targets(&many);

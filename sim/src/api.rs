@@ -101,6 +101,55 @@ fn optional_u32(body: &Value, key: &str) -> Result<Option<u32>, ApiError> {
     }
 }
 
+/// A request's prompt: its text, what a reply is drawn from, token ids sent as such.
+struct Prompt {
+    text: String,
+    reply_source: String,
+    ids: Option<Vec<u32>>,
+}
+
+/// `prompt` of `/v1/completions`: a string, a list of one string, or a list of token ids.
+fn completion_prompt(prompt: Option<&Value>) -> Result<Prompt, ApiError> {
+    let text = match prompt {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_string()
+        }
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_u64) => {
+            let ids: Vec<u32> = items.iter().filter_map(Value::as_u64).map(|x| x as u32).collect();
+            return Ok(Prompt { text: String::new(), reply_source: String::new(), ids: Some(ids) });
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(
+                "prompt must be a string, a list of one string, or a list of token ids (batches are not simulated)",
+            ));
+        }
+        None => return Err(ApiError::bad_request("field required: prompt")),
+        Some(other) => return Err(ApiError::bad_request(format!("prompt must be a string, got {other}"))),
+    };
+    Ok(Prompt { reply_source: text.clone(), text, ids: None })
+}
+
+/// `messages` of `/v1/chat/completions`, rendered with the chat template.
+fn chat_prompt(messages: Option<&Value>) -> Result<Prompt, ApiError> {
+    let Some(Value::Array(msgs)) = messages else {
+        return Err(ApiError::bad_request("field required: messages (a list of {role, content})"));
+    };
+    if msgs.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty"));
+    }
+    let mut turns = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::bad_request("every message needs a string role (system, user, assistant, tool)")
+        })?;
+        turns.push((role.to_string(), message_content(m.get("content").unwrap_or(&Value::Null))?));
+    }
+    let text = chat_template(&turns);
+    let reply_source = turns.into_iter().map(|(_, content)| content).collect::<Vec<_>>().join("\n");
+    Ok(Prompt { text, reply_source, ids: None })
+}
+
 /// Parses a completions or chat body.
 pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> {
     let body: Value = serde_json::from_slice(bytes)
@@ -113,45 +162,9 @@ pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> 
         None | Some(Value::Null) => return Err(ApiError::bad_request("field required: model")),
         Some(other) => return Err(ApiError::bad_request(format!("model must be a string, got {other}"))),
     };
-    let mut prompt_ids = None;
-    let mut reply_source = String::new();
-    let prompt_text = match api {
-        Api::Completions => match body.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
-                items[0].as_str().unwrap_or_default().to_string()
-            }
-            Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-                let ids: Vec<u32> = items.iter().filter_map(Value::as_u64).map(|x| x as u32).collect();
-                prompt_ids = Some(ids);
-                String::new()
-            }
-            Some(Value::Array(_)) => {
-                return Err(ApiError::bad_request(
-                    "prompt must be a string, a list of one string, or a list of token ids (batches are not simulated)",
-                ));
-            }
-            None => return Err(ApiError::bad_request("field required: prompt")),
-            Some(other) => return Err(ApiError::bad_request(format!("prompt must be a string, got {other}"))),
-        },
-        Api::Chat => {
-            let Some(Value::Array(msgs)) = body.get("messages") else {
-                return Err(ApiError::bad_request("field required: messages (a list of {role, content})"));
-            };
-            if msgs.is_empty() {
-                return Err(ApiError::bad_request("messages must not be empty"));
-            }
-            let mut turns = Vec::with_capacity(msgs.len());
-            for m in msgs {
-                let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
-                    ApiError::bad_request("every message needs a string role (system, user, assistant, tool)")
-                })?;
-                turns.push((role.to_string(), message_content(m.get("content").unwrap_or(&Value::Null))?));
-            }
-            let template = chat_template(&turns);
-            reply_source = turns.into_iter().map(|(_, content)| content).collect::<Vec<_>>().join("\n");
-            template
-        }
+    let Prompt { text: prompt_text, reply_source, ids: prompt_ids } = match api {
+        Api::Completions => completion_prompt(body.get("prompt"))?,
+        Api::Chat => chat_prompt(body.get("messages"))?,
     };
     let max_tokens = match api {
         Api::Chat => match optional_u32(&body, "max_completion_tokens")? {
@@ -175,9 +188,6 @@ pub fn parse_request(api: Api, bytes: &[u8]) -> Result<ParsedRequest, ApiError> 
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     if body.get("stream_options").is_some_and(|o| !o.is_null()) && !stream {
         return Err(ApiError::bad_request("Stream options can only be defined when `stream=True`."));
-    }
-    if api == Api::Completions {
-        reply_source = prompt_text.clone();
     }
     Ok(ParsedRequest { model, prompt_text, reply_source, prompt_ids, max_tokens, stream, include_usage })
 }

@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::kv::{BlockHash, BlockPool, NONE_HASH, hash_block};
 use crate::metrics::EngineStats;
 use crate::profile::TimeModel;
+use lora::LoraSlots;
 
 /// Engine settings (vLLM's names).
 #[derive(Debug, Clone)]
@@ -114,12 +115,6 @@ pub struct Step {
     pub num_tokens: usize,
 }
 
-/// LoRA adapter residency on the GPU: at most `max_loras`, least recently used replaced first.
-#[derive(Debug, Default)]
-struct LoraSlots {
-    resident: Vec<String>,
-}
-
 /// The engine core of one pod.
 #[derive(Debug)]
 pub struct Engine {
@@ -171,27 +166,6 @@ impl Engine {
 
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.running.is_empty()
-    }
-
-    /// Adapters with running requests and with waiting requests, in first-seen order.
-    pub fn lora_adapters(&self) -> (Vec<String>, Vec<String>) {
-        let mut running: Vec<String> = Vec::new();
-        let mut waiting: Vec<String> = Vec::new();
-        for s in &self.running {
-            if let Some(l) = &s.req.lora
-                && !running.contains(l)
-            {
-                running.push(l.clone());
-            }
-        }
-        for s in &self.waiting {
-            if let Some(l) = &s.req.lora
-                && !waiting.contains(l)
-            {
-                waiting.push(l.clone());
-            }
-        }
-        (running, waiting)
     }
 
     /// Queues a request that arrived at `now`.
@@ -263,36 +237,6 @@ impl Engine {
         let id = seq.req.id;
         self.waiting.push_front(seq);
         Some(id)
-    }
-
-    /// Whether a request's adapter can run this step; loads it into a slot if needed (cost added).
-    fn admit_lora(&mut self, lora: Option<&str>, in_use: &[String], load_cost: &mut f64) -> bool {
-        let Some(name) = lora else { return true };
-        let max = self.config.max_loras.max(1);
-        if let Some(i) = self.loras.resident.iter().position(|r| r == name) {
-            // Most recently used goes last.
-            let r = self.loras.resident.remove(i);
-            self.loras.resident.push(r);
-            return true;
-        }
-        let mut active: Vec<&str> = in_use.iter().map(String::as_str).collect();
-        active.dedup();
-        if active.iter().filter(|a| **a != name).count() >= max {
-            return false;
-        }
-        if self.loras.resident.len() >= max {
-            // Replace the least recently used adapter that no running request needs.
-            match self.loras.resident.iter().position(|r| !in_use.contains(r)) {
-                Some(i) => {
-                    self.loras.resident.remove(i);
-                }
-                None => return false,
-            }
-        }
-        self.loras.resident.push(name.to_string());
-        self.stats.lora_loads += 1;
-        *load_cost += self.config.time.lora_load_s;
-        true
     }
 
     /// Plans the next step at `now`, or None when there is nothing to run.
@@ -537,5 +481,6 @@ pub fn first_token_times(outputs: &[(f64, Output)]) -> HashMap<u64, f64> {
     m
 }
 
+mod lora;
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,9 @@ pub struct FleetArgs {
     /// A .tiktoken ranks file (e.g. Qwen's qwen.tiktoken), split with Qwen's pattern.
     #[arg(long)]
     pub vocab: Option<String>,
+    /// Memory for encoded messages, shared by the fleet's pods (0 = tokenize every message every time).
+    #[arg(long, default_value_t = 64)]
+    pub tokenizer_cache_mb: usize,
     /// Token block size of the KV cache.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -93,6 +96,7 @@ const MAX_PODS: usize = 256; // one process, one port each; more is a configurat
 const MIN_TIME_SCALE: f64 = 0.001; // below this timer granularity (1 ms) dominates every step
 const MAX_GPU_BLOCKS: usize = 4_000_000; // 64M tokens at block size 16: beyond any single GPU's KV cache
 const MAX_TIME_SCALE: f64 = 1000.0; // slower than this, one decode step takes seconds: a typo
+const MAX_TOKENIZER_CACHE_MB: usize = 64 * 1024; // 64 GiB: more than the machine has is a typo
 
 impl FleetArgs {
     /// The pod addresses the flags name.
@@ -134,19 +138,7 @@ impl FleetArgs {
         if let Some(ms) = self.lora_load_ms {
             time.lora_load_s = ms / 1000.0;
         }
-        let mut lora_modules = Vec::new();
-        for m in &self.lora_modules {
-            let (name, path) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
-            if name.is_empty() {
-                return Err(format!("bad --lora-modules entry {m:?}; expected name=path"));
-            }
-            lora_modules.push((name.to_string(), path.to_string()));
-        }
-        let lora_info_style = match self.lora_info_style.as_str() {
-            "recent" => LoraInfoStyle::Recent,
-            "split" => LoraInfoStyle::Split,
-            other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
-        };
+        let (lora_modules, lora_info_style) = self.lora()?;
         let num_gpu_blocks = self.num_gpu_blocks.unwrap_or(p.num_gpu_blocks);
         if !(2..=MAX_GPU_BLOCKS).contains(&num_gpu_blocks) {
             return Err(format!(
@@ -156,7 +148,7 @@ impl FleetArgs {
         let max_num_seqs = self.max_num_seqs.unwrap_or(p.max_num_seqs).max(1);
         let max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(p.max_num_batched_tokens).max(1);
         let model = self.model.clone().unwrap_or_else(|| p.model.to_string());
-        let tokenizer = Tokenizer::from_flags(&self.tokenizer, self.vocab.as_deref())?;
+        let tokenizer = self.tokenizer()?;
         Ok(PodConfig {
             engine: EngineConfig {
                 block_size: self.block_size,
@@ -179,6 +171,36 @@ impl FleetArgs {
             fault: FaultMode::None,
             tokenizer: Arc::new(tokenizer),
         })
+    }
+
+    /// `--lora-modules` as (name, path) pairs, and `--lora-info-style`.
+    fn lora(&self) -> Result<(Vec<(String, String)>, LoraInfoStyle), String> {
+        let mut modules = Vec::new();
+        for m in &self.lora_modules {
+            let (name, path) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
+            if name.is_empty() {
+                return Err(format!("bad --lora-modules entry {m:?}; expected name=path"));
+            }
+            modules.push((name.to_string(), path.to_string()));
+        }
+        let style = match self.lora_info_style.as_str() {
+            "recent" => LoraInfoStyle::Recent,
+            "split" => LoraInfoStyle::Split,
+            other => return Err(format!("--lora-info-style must be recent or split, got {other:?}")),
+        };
+        Ok((modules, style))
+    }
+
+    /// `--tokenizer`, `--vocab` and `--tokenizer-cache-mb`: the fleet's one tokenizer.
+    pub fn tokenizer(&self) -> Result<Tokenizer, String> {
+        if self.tokenizer_cache_mb > MAX_TOKENIZER_CACHE_MB {
+            return Err(format!(
+                "--tokenizer-cache-mb must be 0..={MAX_TOKENIZER_CACHE_MB}, got {}",
+                self.tokenizer_cache_mb
+            ));
+        }
+        Ok(Tokenizer::from_flags(&self.tokenizer, self.vocab.as_deref())?
+            .with_cache_bytes(self.tokenizer_cache_mb * 1024 * 1024))
     }
 
     /// The start-up fault of each pod.

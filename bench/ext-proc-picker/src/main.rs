@@ -24,8 +24,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
-/// The Endpoint Picker Protocol's destination header.
-pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+/// The Endpoint Picker Protocol's destination header, as the plugin names it (one definition).
+fn destination_header() -> String {
+    wasm_inference_scheduler::config::HeaderNames::default().destination
+}
 /// `HeaderValueOption.append_action` OVERWRITE_IF_EXISTS_OR_ADD.
 const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
 
@@ -57,7 +59,7 @@ impl RoundRobinPicker {
                 let header_mutation = self.pick().map(|endpoint| HeaderMutation {
                     set_headers: vec![HeaderValueOption {
                         header: Some(HeaderValue {
-                            key: DESTINATION_HEADER.into(),
+                            key: destination_header(),
                             value: String::new(),
                             raw_value: endpoint.into_bytes(),
                         }),
@@ -141,7 +143,7 @@ mod tests {
     fn destination(response: &ProcessingResponse) -> Option<String> {
         let Some(Reply::RequestBody(body)) = &response.response else { return None };
         let header = body.response.as_ref()?.header_mutation.as_ref()?.set_headers.first()?.header.as_ref()?;
-        assert_eq!(header.key, DESTINATION_HEADER);
+        assert_eq!(header.key, "x-gateway-destination-endpoint");
         String::from_utf8(header.raw_value.clone()).ok()
     }
 

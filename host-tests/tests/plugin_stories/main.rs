@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 mod bad_requests;
+mod degrade;
 mod lifecycle;
-mod pending;
 mod routing;
 mod snapshots;
 
@@ -32,6 +32,16 @@ fn publish(envoy: &Envoy, sequence: u64, pool: &[Pod]) {
     envoy.scraper_replies(wis::snapshot(sequence, envoy.now_ms(), pool));
     envoy.advance_ms(101);
     assert!(envoy.stat("wis.snapshot.fetch_ok") > ok_before, "the plugin fetched no snapshot: {:?}", envoy.logs());
+}
+
+/// One refresh interval: every VM ticks once, which hands its stats to the host and appends the
+/// routing events its finished requests left (so every worker has applied them).
+const TICK_MS: u64 = 50;
+
+/// A stat after one tick: the plugin accumulates stats in each VM and flushes them on the tick.
+fn stat(envoy: &Envoy, name: &str) -> i64 {
+    envoy.advance_ms(TICK_MS);
+    envoy.stat(name)
 }
 
 fn chat(system: &str, user: &str) -> Value {
@@ -107,7 +117,8 @@ fn matched_blocks_at(exchange: &Exchange, pod: &str) -> u64 {
 
 fn session_affinity_profile() -> Value {
     json!({"endpointPickerConfig": {
-        "plugins": [{"type": "session-affinity-scorer"}, {"type": "queue-scorer"}],
+        "plugins": [{"type": "session-affinity-scorer", "parameters": {"secret": "host-tests session key 0123"}},
+                    {"type": "queue-scorer"}],
         "schedulingProfiles": [{"name": "s", "plugins": [
             {"pluginRef": "session-affinity-scorer", "weight": 10},
             {"pluginRef": "queue-scorer", "weight": 1}]}]}})

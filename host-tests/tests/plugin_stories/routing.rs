@@ -105,7 +105,7 @@ fn completions_are_scheduled_too() {
     let envoy = fleet(1, &pods(2), json!({}));
     let r = envoy.worker(0).request(COMPLETIONS).json(&json!({"model": MODEL, "prompt": "Once upon a time"})).send();
     r.primary();
-    assert_eq!(envoy.stat("wis.decisions"), 1);
+    assert_eq!(stat(&envoy, "wis.decisions"), 1);
 }
 
 #[test]
@@ -153,8 +153,8 @@ fn a_path_that_is_not_an_inference_api_passes_through_untouched() {
     let r = envoy.worker(0).request("/healthz").method("GET").send();
     r.assert_forwarded();
     assert!(r.upstream_header_values(&wis::headers().destination).is_empty());
-    assert_eq!(envoy.stat("wis.passthrough"), 1);
-    assert_eq!(envoy.stat("wis.decisions"), 0);
+    assert_eq!(stat(&envoy, "wis.passthrough"), 1);
+    assert_eq!(stat(&envoy, "wis.decisions"), 0);
 }
 
 #[test]

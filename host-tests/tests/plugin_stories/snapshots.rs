@@ -7,10 +7,10 @@ use super::*;
 fn when_the_scraper_fails_routing_continues_on_the_last_snapshot() {
     let pool = pods(3);
     let envoy = fleet(2, &pool, json!({}));
-    let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+    let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
     envoy.upstream(SCRAPER).always(UpstreamReply::status(503));
     envoy.advance_ms(200);
-    assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before, "a 503 counts as a failed fetch");
+    assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before, "a 503 counts as a failed fetch");
     assert!(!envoy.logs_containing("503").is_empty(), "the plugin says why: {:?}", envoy.logs());
     let r = send_chat(&envoy, 1, "sys", "hi");
     assert!(pool.iter().any(|p| p.address == r.primary()), "routed on the last snapshot: {:?}", r.destinations());
@@ -20,10 +20,10 @@ fn when_the_scraper_fails_routing_continues_on_the_last_snapshot() {
 fn a_scraper_that_never_answers_times_out_and_routing_continues() {
     let pool = pods(3);
     let envoy = fleet(1, &pool, json!({"pool": {"fetchTimeoutMs": 200}}));
-    let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+    let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
     envoy.upstream(SCRAPER).always(UpstreamReply::Hang);
     envoy.advance_ms(400);
-    assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before, "a timed-out fetch counts as failed");
+    assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before, "a timed-out fetch counts as failed");
     let calls = envoy.http_calls();
     assert!(calls.iter().all(|c| c.timeout_ms == 200), "the call carries fetchTimeoutMs");
     let r = send_chat(&envoy, 0, "sys", "hi");
@@ -35,10 +35,10 @@ fn a_malformed_or_reset_snapshot_answer_is_rejected_and_the_old_pool_kept() {
     let pool = pods(2);
     let envoy = fleet(1, &pool, json!({}));
     for reply in [UpstreamReply::json(200, "{not json"), UpstreamReply::Reset { after_ms: 1 }] {
-        let failed_before = envoy.stat("wis.snapshot.fetch_failed");
+        let failed_before = stat(&envoy, "wis.snapshot.fetch_failed");
         envoy.upstream(SCRAPER).always(reply);
         envoy.advance_ms(120);
-        assert!(envoy.stat("wis.snapshot.fetch_failed") > failed_before);
+        assert!(stat(&envoy, "wis.snapshot.fetch_failed") > failed_before);
         let r = send_chat(&envoy, 0, "sys", "hi");
         assert!(pool.iter().any(|p| p.address == r.primary()));
     }
@@ -66,7 +66,7 @@ fn a_stale_snapshot_still_routes_and_a_new_one_replaces_it() {
     envoy.advance_ms(1000);
     let r = send_chat(&envoy, 0, "sys", "hi");
     assert!(r.primary().starts_with("10.0.0."));
-    assert!(envoy.stat("wis.decisions.fell_back_to_all") >= 1, "stale metrics saturate every pod");
+    assert!(stat(&envoy, "wis.decisions.fell_back_to_all") >= 1, "stale metrics saturate every pod");
     // A new pool replaces it on every worker.
     let new_pool = vec![pod("10.1.0.1:8000"), pod("10.1.0.2:8000")];
     publish(&envoy, 2, &new_pool);

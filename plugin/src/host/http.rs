@@ -1,26 +1,27 @@
-//! One request's lifecycle.
+//! One request's lifecycle, translated between Envoy's callbacks and the core's [`Director`].
 //!
 //! request headers → strip any client-supplied destination, note the path; an inference path
 //!   pauses for the body (Envoy must run with `allow_on_headers_stop_iteration: true`).
-//! request body → buffered by Envoy up to the limit; parsed, scheduled, destination header set.
+//! request body → buffered by Envoy up to the limit; routed by the director; destination header set.
 //! response headers → which endpoint really served (a retry may have moved it), ORCA load report,
-//!   session token for affinity.
-//! response body → a bounded tail for the pod's `cached_tokens` report at the end of the stream.
+//!   the session token (only with `session-affinity-scorer` in the profile).
+//! response body → read only when the response can carry `usage`, and only its tail.
 //! log (end of stream, also after a reset) → the in-flight count is released, exactly once.
 //!
 //! Failure policy: bad input gets a local reply in the OpenAI error shape; a failing host call on
 //! the data path fails open (the request continues without a decision and Envoy's fallback policy
 //! picks a pool member), counted in `wis.fail_open`. Nothing here panics.
+//!
+//! [`Director`]: crate::director::Director
 
 use super::abi::{self, Buffer, LogLevel, Map};
 use super::vm::{Vm, VmRef};
-use crate::config::{DebugHeader, Mode};
+use crate::config::Mode;
+use crate::director::{Flight, Routed, SessionOutcome};
 use crate::error::LocalReply;
 use crate::feedback::{self, ResponseTail};
-use crate::memory::RoutingEvent;
-use crate::request::{self, ApiKind, RequestHeaders, SchedulingRequest};
-use crate::scheduler::{self, SchedulingContext};
-use crate::service_extensions;
+use crate::request::{ApiKind, RequestHeaders};
+use crate::scheduler::SchedulingContext;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -33,21 +34,14 @@ pub struct Filter {
     api: Option<ApiKind>,
     headers: RequestHeaders,
     replied: bool,
-    routed: Option<Routed>,
+    routed: Option<InFlight>,
 }
 
 /// What this request was routed with, kept for the response side.
-struct Routed {
-    /// The endpoint charged with the in-flight count: the primary until a retry moves it.
-    charged: String,
-    block_hashes: Vec<u64>,
-    prompt_tokens: u32,
-    predicted_blocks: u32,
+struct InFlight {
+    flight: Flight,
     debug: Option<String>,
     tail: ResponseTail,
-    /// What the pod reported cached, recorded together with the release (one log append).
-    observed: Option<RoutingEvent>,
-    released: bool,
 }
 
 impl Filter {
@@ -55,40 +49,39 @@ impl Filter {
         Self { context_id, vm, api: None, headers: RequestHeaders::default(), replied: false, routed: None }
     }
 
-    fn reply(&mut self, vm: &Vm, reply: &LocalReply) {
+    fn reply(&mut self, vm: &mut Vm, reply: &LocalReply) {
         self.replied = true;
-        if let Some(stats) = &vm.stats {
-            stats.local_reply(reply.status);
-        }
+        vm.stats(|s| s.local_reply(reply.status));
         if let Err(e) = abi::send_local_response(reply.status, &[("content-type", "application/json")], &reply.body) {
             abi::log(LogLevel::Error, &format!("wis: could not send the {} reply: {e}", reply.status));
         }
     }
 
     fn fail_open(&self, vm: &mut Vm, what: &str) -> Action {
-        vm.stat("wis.fail_open");
+        vm.stats(|s| s.fixed.fail_open.inc());
         let now = abi::now_ms().unwrap_or(0);
         vm.warn("fail-open", now, &format!("wis: {what}; request continues on Envoy's fallback policy"));
         Action::Continue
     }
 
     fn on_headers(&mut self, vm: &mut Vm, end_of_stream: bool) -> Action {
-        let names = &vm.config.headers;
         // A client must never choose its pod: strip the destination before anything else.
-        if let Err(e) = abi::remove_header(Map::RequestHeaders, &names.destination) {
+        if let Err(e) = abi::remove_header(Map::RequestHeaders, &vm.config().headers.destination) {
             abi::log(LogLevel::Error, &format!("wis: could not strip a client-supplied destination: {e}"));
         }
         let path = abi::get_header(Map::RequestHeaders, ":path").ok().flatten().unwrap_or_default();
-        self.api = ApiKind::from_path(&path, &vm.config);
+        self.api = ApiKind::from_path(&path, vm.config());
         if self.api.is_none() {
-            vm.stat("wis.passthrough");
+            vm.stats(|s| s.fixed.passthrough.inc());
             return Action::Continue;
         }
         let header = |name: &str| abi::get_header(Map::RequestHeaders, name).ok().flatten();
+        let session = vm.director.issues_session_tokens();
+        let names = &vm.config().headers;
         self.headers = RequestHeaders {
             subset: header(&names.subset),
             objective: header(&names.objective),
-            session_token: header(&names.session),
+            session_token: if session { header(&names.session) } else { None },
         };
         if end_of_stream {
             self.reply(vm, &LocalReply::missing_body());
@@ -101,7 +94,7 @@ impl Filter {
         if self.replied {
             return Action::Pause;
         }
-        let limit = vm.config.limits.max_body_bytes;
+        let limit = vm.config().limits.max_body_bytes;
         if body_size > limit {
             self.reply(vm, &LocalReply::body_too_large(limit));
             return Action::Pause;
@@ -114,24 +107,23 @@ impl Filter {
             Ok(body) => body.unwrap_or_default(),
             Err(e) => return self.fail_open(vm, &format!("request body unreadable ({e})")),
         };
-        let request = match request::parse_request(api, &body, &self.headers, &vm.config) {
-            Ok(request) => request,
-            Err(e) => {
-                self.reply(vm, &LocalReply::from(&e));
-                return Action::Pause;
-            }
-        };
-        match vm.config.mode {
-            Mode::ServiceExtensions => self.route_stateless(vm, &request),
-            Mode::Envoy => self.schedule(vm, request),
+        match vm.config().mode {
+            Mode::ServiceExtensions => self.route_stateless(vm, api, &body),
+            Mode::Envoy => self.schedule(vm, api, &body),
         }
     }
 
     /// Service Extensions mode: no pool view, no shared state. Hand the load balancer what it
     /// can use: the model for HTTPRoute matching and a prefix-affinity key for consistent hashing.
-    fn route_stateless(&mut self, vm: &mut Vm, request: &SchedulingRequest) -> Action {
-        let route = service_extensions::route(request, &vm.config);
-        let names = &vm.config.headers;
+    fn route_stateless(&mut self, vm: &mut Vm, api: ApiKind, body: &[u8]) -> Action {
+        let route = match vm.director.route_stateless(api, body, &self.headers) {
+            Ok(route) => route,
+            Err(reply) => {
+                self.reply(vm, &reply);
+                return Action::Pause;
+            }
+        };
+        let names = &vm.config().headers;
         let model = abi::set_header(Map::RequestHeaders, &names.model, &route.model_header);
         let key = abi::set_header(Map::RequestHeaders, &names.affinity_key, &route.affinity_key);
         if let Err(e) = model.and(key) {
@@ -140,55 +132,35 @@ impl Filter {
         Action::Continue
     }
 
-    fn schedule(&mut self, vm: &mut Vm, request: SchedulingRequest) -> Action {
+    fn schedule(&mut self, vm: &mut Vm, api: ApiKind, body: &[u8]) -> Action {
         vm.sync_log();
         let started = abi::now_nanos().unwrap_or(0);
-        let now_ms = started / 1_000_000;
         let seed = started ^ u64::from(self.context_id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let context = SchedulingContext { now_ms, snapshot: vm.pool(), memory: &vm.memory, random_seed: seed };
-        let decision = match vm.scheduler.schedule(&request, &context) {
-            Ok(decision) => decision,
-            Err(e) => {
-                self.reply(vm, &LocalReply::from(&e));
+        let ctx = SchedulingContext {
+            now_ms: started / 1_000_000,
+            pool: &vm.pool,
+            memory: &vm.memory,
+            random_seed: seed,
+            detail: vm.director.wants_detail(),
+        };
+        let routed = match vm.director.route(api, body, &self.headers, &ctx) {
+            Ok(routed) => routed,
+            Err(reply) => {
+                self.reply(vm, &reply);
                 return Action::Pause;
             }
         };
-        let destination = decision.header_value();
-        if let Err(e) = abi::set_header(Map::RequestHeaders, &vm.config.headers.destination, &destination) {
+        if let Err(e) = abi::set_header(Map::RequestHeaders, &vm.config().headers.destination, &routed.destination) {
             return self.fail_open(vm, &format!("could not set the destination header ({e})"));
         }
-        let debug = match vm.config.debug_header {
-            DebugHeader::Off => None,
-            DebugHeader::Summary => Some(decision.debug_summary()),
-            DebugHeader::Json => Some(decision.debug_json()),
-        };
-        if let Some(summary) = &debug {
-            let _ = abi::set_header(Map::RequestHeaders, &vm.config.headers.debug, summary);
+        if let Some(debug) = &routed.debug {
+            let _ = abi::set_header(Map::RequestHeaders, &vm.config().headers.debug, debug);
         }
-        vm.record(RoutingEvent::Routed {
-            endpoint: decision.primary.clone(),
-            hashes: request.block_hashes.clone(),
-            prompt_tokens: request.estimated_prompt_tokens,
-        });
-        if let Some(stats) = &mut vm.stats {
-            stats.inc("wis.decisions");
-            stats.endpoint_decision(&decision.primary);
-            if decision.fell_back_to_all {
-                stats.inc("wis.decisions.fell_back_to_all");
-            }
-            let elapsed_us = abi::now_nanos().unwrap_or(started).saturating_sub(started) / 1_000;
-            stats.record("wis.scheduling_us", elapsed_us);
-        }
-        self.routed = Some(Routed {
-            charged: decision.primary,
-            block_hashes: request.block_hashes,
-            prompt_tokens: request.estimated_prompt_tokens,
-            predicted_blocks: decision.predicted_cached_blocks,
-            debug,
-            tail: ResponseTail::default(),
-            observed: None,
-            released: false,
-        });
+        vm.record_now(routed.flight.routed_event());
+        let elapsed_us = abi::now_nanos().unwrap_or(started).saturating_sub(started) / 1_000;
+        vm.stats(|s| count_decision(s, &routed, elapsed_us));
+        let Routed { flight, debug, .. } = routed;
+        self.routed = Some(InFlight { flight, debug, tail: ResponseTail::default() });
         Action::Continue
     }
 
@@ -196,39 +168,33 @@ impl Filter {
         let Some(routed) = &mut self.routed else { return };
         let now = abi::now_ms().unwrap_or(0);
         // The endpoint that actually answered; a retry past a dead primary names a fallback.
-        let served = abi::get_property(&["upstream", "address"])
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .filter(|address| vm.pool().endpoint(address).is_some());
-        if let Some(served) = served
-            && served != routed.charged
+        if let Some(served) = abi::get_property(&["upstream", "address"]).ok().flatten()
+            && let Some(moved) = routed.flight.served_by(&String::from_utf8_lossy(&served), &vm.pool)
         {
-            vm.stat("wis.served_elsewhere");
-            vm.record(RoutingEvent::Moved {
-                from: routed.charged.clone(),
-                to: served.clone(),
-                hashes: routed.block_hashes.clone(),
-                prompt_tokens: routed.prompt_tokens,
-            });
-            routed.charged = served;
+            vm.stats(|s| s.fixed.served_elsewhere.inc());
+            vm.defer(vec![moved]);
         }
         if let Ok(Some(report)) = abi::get_header(Map::ResponseHeaders, ORCA_HEADER) {
             let load = feedback::parse_orca(&report);
             if !load.is_empty() {
-                vm.apply_orca(&routed.charged, &load, now);
+                vm.apply_orca(routed.flight.endpoint(), &load, now);
             }
         }
-        let names = &vm.config.headers;
-        let token = scheduler::encode_session_token(&routed.charged);
-        let _ = abi::set_header(Map::ResponseHeaders, &names.session, &token);
-        if let Some(summary) = &routed.debug {
-            let _ = abi::set_header(Map::ResponseHeaders, &names.debug, summary);
+        if let Some(token) = vm.director.session_token(routed.flight.endpoint(), now) {
+            let _ = abi::set_header(Map::ResponseHeaders, &vm.config().headers.session, &token);
+            vm.stats(|s| s.fixed.session_issued.inc());
+        }
+        if let Some(debug) = &routed.debug {
+            let _ = abi::set_header(Map::ResponseHeaders, &vm.config().headers.debug, debug);
         }
     }
 
     fn on_response_body(&mut self, vm: &mut Vm, body_size: usize, end_of_stream: bool) {
         let Some(routed) = &mut self.routed else { return };
+        if !routed.flight.expects_usage() {
+            // A stream without include_usage never carries it: nothing to read.
+            return;
+        }
         let keep = body_size.min(feedback::RESPONSE_TAIL_BYTES);
         if keep > 0
             && let Ok(Some(chunk)) = abi::get_buffer(Buffer::ResponseBody, body_size - keep, keep)
@@ -238,43 +204,35 @@ impl Filter {
         if !end_of_stream {
             return;
         }
-        let cached = feedback::scan_usage(routed.tail.as_bytes()).and_then(|usage| usage.cached_tokens);
-        let Some(cached_tokens) = cached else {
-            // The pod runs without --enable-prompt-tokens-details: the index runs open loop.
-            vm.stat("wis.prefix.no_feedback");
+        let Some(usage) = feedback::scan_usage(routed.tail.as_bytes()) else {
+            vm.stats(|s| s.fixed.prefix_no_feedback.inc());
             return;
         };
-        let block_tokens = vm.config.prefix.block_size_tokens.max(1);
-        let observed = cached_tokens / block_tokens;
-        let predicted = routed.predicted_blocks;
-        vm.stat("wis.prefix.feedback");
-        vm.stat_add("wis.prefix.predicted_blocks", u64::from(predicted));
-        vm.stat_add("wis.prefix.observed_blocks", u64::from(observed));
-        vm.stat_add("wis.prefix.prompt_blocks", routed.block_hashes.len() as u64);
-        if predicted == 0 {
-            // Nothing was predicted for this prompt, so there is nothing to confirm or correct.
-            return;
-        }
-        vm.stat(if observed > 0 { "wis.prefix.prediction_confirmed" } else { "wis.prefix.prediction_wrong" });
-        routed.observed = Some(RoutingEvent::CacheObserved {
-            endpoint: routed.charged.clone(),
-            hashes: routed.block_hashes.clone(),
-            predicted_blocks: predicted,
-            observed_blocks: observed,
+        let outcome = routed.flight.on_usage(usage, &vm.memory);
+        vm.stats(|s| {
+            let f = &mut s.fixed;
+            if !outcome.had_cached_tokens {
+                // The pod runs without --enable-prompt-tokens-details: the index runs open loop.
+                f.prefix_no_feedback.inc();
+                return;
+            }
+            f.prefix_feedback.inc();
+            f.prefix_predicted_blocks.add(u64::from(outcome.predicted_blocks));
+            f.prefix_observed_blocks.add(u64::from(outcome.observed_blocks));
+            f.prefix_prompt_blocks.add(u64::from(outcome.prompt_blocks));
+            if outcome.predicted_blocks > 0 {
+                if outcome.observed_blocks > 0 { f.prediction_confirmed.inc() } else { f.prediction_wrong.inc() }
+            }
         });
     }
 
     /// Releases the in-flight count, once, whether the stream ended normally or was reset.
     fn release(&mut self, vm: &mut Vm) {
-        let Some(routed) = &mut self.routed else { return };
-        if routed.released {
-            return;
-        }
-        routed.released = true;
-        let released = RoutingEvent::Released { endpoint: routed.charged.clone(), prompt_tokens: routed.prompt_tokens };
-        match routed.observed.take() {
-            Some(observed) => vm.record_all(&[observed, released]),
-            None => vm.record(released),
+        if let Some(routed) = &mut self.routed {
+            let events = routed.flight.finish();
+            if !events.is_empty() {
+                vm.defer(events);
+            }
         }
     }
 
@@ -285,6 +243,30 @@ impl Filter {
         let Ok(mut vm) = vm.try_borrow_mut() else { return default };
         f(self, &mut vm)
     }
+}
+
+fn count_decision(s: &mut super::stats::Stats, routed: &Routed, elapsed_us: u64) {
+    let d = &routed.decision;
+    let f = &mut s.fixed;
+    f.decisions.inc();
+    f.scheduling_us.record(elapsed_us);
+    if d.fell_back_to_all {
+        f.fell_back_to_all.inc();
+    }
+    if d.no_healthy_endpoint {
+        f.no_healthy_endpoint.inc();
+    }
+    if !d.primary_metrics_known {
+        f.unknown_metrics_decisions.inc();
+    }
+    match routed.session {
+        SessionOutcome::None => {}
+        SessionOutcome::Accepted => f.session_accepted.inc(),
+        SessionOutcome::Invalid => f.session_invalid.inc(),
+        SessionOutcome::Expired => f.session_expired.inc(),
+        SessionOutcome::EndpointGone => f.session_endpoint_gone.inc(),
+    }
+    s.endpoint_decision(routed.flight.endpoint());
 }
 
 impl Context for Filter {

@@ -9,9 +9,10 @@
 use super::abi::{self, Buffer, LogLevel, Map};
 use super::http::Filter;
 use super::shared::{self, HostStore};
-use super::vm::{MAX_SNAPSHOT_BYTES, Vm, VmRef};
+use super::vm::{Vm, VmRef};
 use crate::config::{Mode, PluginConfig};
-use crate::scheduler::Scheduler;
+use crate::director::Director;
+use crate::pool::MAX_SNAPSHOT_BYTES;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -33,14 +34,14 @@ impl Root {
             .unwrap_or_default();
         let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
         let config = PluginConfig::from_json(json).map_err(|e| format!("configuration rejected: {e}"))?;
-        let scheduler = Scheduler::new(&config).map_err(|e| format!("configuration rejected: {e}"))?;
         let envoy_mode = config.mode == Mode::Envoy;
         let refresh_ms = config.pool.refresh_interval_ms;
         // Service Extensions hosts have no properties worth asking for here; the name only scopes
         // shared-data keys, which that mode never uses.
         let plugin_name = if envoy_mode { plugin_name() } else { "default".to_string() };
         let holder = abi::now_nanos().map(|n| (n as u32) ^ self.context_id.rotate_left(16)).unwrap_or(self.context_id);
-        let mut vm = Vm::new(config, scheduler, &plugin_name, holder);
+        let director = Director::new(config).map_err(|e| format!("configuration rejected: {e}"))?;
+        let mut vm = Vm::new(director, &plugin_name, holder);
         if envoy_mode {
             vm.open_log();
             if let Err(e) = abi::set_tick_period_ms(u32::try_from(refresh_ms).unwrap_or(u32::MAX).max(1)) {
@@ -52,8 +53,8 @@ impl Root {
             &format!(
                 "wis: configured (mode {}, plugin {plugin_name}, {} static endpoints, snapshot cluster {})",
                 if envoy_mode { "envoy" } else { "service-extensions" },
-                vm.config.pool.endpoints.len(),
-                vm.config.pool.snapshot_cluster.as_deref().unwrap_or("none"),
+                vm.config().pool.endpoints.len(),
+                vm.config().pool.snapshot_cluster.as_deref().unwrap_or("none"),
             ),
         );
         self.vm = Some(Rc::new(RefCell::new(vm)));
@@ -65,12 +66,14 @@ impl Root {
         Self::maybe_fetch(vm, now);
         vm.refresh_snapshot(now);
         vm.sync_log();
+        vm.flush_events();
+        vm.flush_stats(now);
     }
 
     /// Starts a snapshot fetch if this VM wins the lease for this interval.
     fn maybe_fetch(vm: &mut Vm, now: u64) {
-        let Some(cluster) = vm.config.pool.snapshot_cluster.clone() else { return };
-        let timeout_ms = vm.config.pool.fetch_timeout_ms;
+        let Some(cluster) = vm.config().pool.snapshot_cluster.clone() else { return };
+        let timeout_ms = vm.config().pool.fetch_timeout_ms;
         if let Some((_, started)) = vm.fetch_in_flight {
             if now.saturating_sub(started) <= timeout_ms {
                 return;
@@ -78,12 +81,12 @@ impl Root {
             // The host should have answered by now (with a timeout); forget it and try again.
             vm.fetch_in_flight = None;
         }
-        let period = vm.config.pool.refresh_interval_ms.max(1);
+        let period = vm.config().pool.refresh_interval_ms.max(1);
         if !shared::try_take_lease(&HostStore, &vm.keys.lease, vm.holder, now, period) {
             return;
         }
-        let path = vm.config.pool.snapshot_path.clone();
-        let authority = vm.config.pool.snapshot_authority.clone();
+        let path = vm.config().pool.snapshot_path.clone();
+        let authority = vm.config().pool.snapshot_authority.clone();
         let headers = [
             (":method", "GET"),
             (":path", path.as_str()),
@@ -100,7 +103,7 @@ impl Root {
                 vm.fetch_in_flight = Some((token, now));
             }
             Err(status) => {
-                vm.stat("wis.snapshot.fetch_failed");
+                vm.stats(|s| s.fixed.snapshot_fetch_failed.inc());
                 vm.warn(
                     "fetch-dispatch",
                     now,
@@ -138,9 +141,9 @@ impl Context for Root {
             }
         };
         match outcome {
-            Ok(()) => vm.stat("wis.snapshot.fetch_ok"),
+            Ok(()) => vm.stats(|s| s.fixed.snapshot_fetch_ok.inc()),
             Err(why) => {
-                vm.stat("wis.snapshot.fetch_failed");
+                vm.stats(|s| s.fixed.snapshot_fetch_failed.inc());
                 vm.warn("fetch", now, &format!("wis: pool snapshot not updated, routing on the last one: {why}"));
             }
         }

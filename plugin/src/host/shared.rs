@@ -1,12 +1,12 @@
 //! Shared data as this filter lays it out: a fixed, bounded key space per plugin instance.
 //!
 //! Keys, for the plugin named `N` (Envoy's `plugin_name`, so two filter instances never collide):
-//! - `wis.v1/N/snapshot`: the latest valid pool snapshot JSON, as the scraper served it.
-//! - `wis.v1/N/snapshot.version`: `[scraper sequence u64][generated_at_ms u64]`, small, so every VM
+//! - `wis.v2/N/snapshot`: the latest valid pool snapshot JSON, as the scraper served it.
+//! - `wis.v2/N/snapshot.version`: `[scraper sequence u64][generated_at_ms u64]`, small, so every VM
 //!   checks it on its tick and re-reads (and re-parses) the snapshot only when it changed.
-//! - `wis.v1/N/lease`: `[expires_at_ms u64][holder u32]`: the VM holding an unexpired lease is the
+//! - `wis.v2/N/lease`: `[expires_at_ms u64][holder u32]`: the VM holding an unexpired lease is the
 //!   one that fetches the snapshot this interval; taken with compare-and-swap.
-//! - `wis.v1/N/log/head` and `wis.v1/N/log/0..slots`: the routing log (see `shared_log`).
+//! - `wis.v2/N/log/head` and `wis.v2/N/log/0..slots`: the routing log (see `shared_log`).
 //!
 //! Nothing is keyed by endpoint, request or prefix, so the footprint is fixed by configuration and
 //! cannot grow with traffic (the ABI has no delete).
@@ -39,7 +39,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(plugin_name: &str) -> Self {
-        let base = format!("wis.v1/{plugin_name}");
+        let base = format!("wis.v2/{plugin_name}");
         Self {
             snapshot: format!("{base}/snapshot"),
             snapshot_version: format!("{base}/snapshot.version"),

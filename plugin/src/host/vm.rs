@@ -1,13 +1,17 @@
 //! What one VM (one Envoy worker, or the main thread) keeps between callbacks.
+//!
+//! The routing memory follows every worker's events through a [`Replica`] of the shared routing
+//! log (see `crate::replication`: one append per request, everything applied within one tick).
 
 use super::abi::{self, LogLevel};
 use super::shared::{self, HostStore, Keys, SnapshotVersion};
 use super::stats::Stats;
 use crate::config::{Mode, PluginConfig};
+use crate::director::Director;
+use crate::endpoints::Pool;
 use crate::memory::{RoutingEvent, RoutingMemory};
 use crate::pool::PoolSnapshot;
-use crate::scheduler::Scheduler;
-use crate::shared_log::SharedLog;
+use crate::replication::{FlushOutcome, Replica};
 use hashbrown::HashMap;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,60 +30,54 @@ const STUCK_READS_BEFORE_SKIP: u32 = 8;
 /// Envoy's log at the tick rate.
 const WARNING_INTERVAL_MS: u64 = 10_000;
 
-/// Largest snapshot accepted from the scraper: [`crate::pool::MAX_ENDPOINTS`] endpoints at well
-/// under 1 KiB each.
-pub const MAX_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
-
 pub struct Vm {
-    pub config: PluginConfig,
-    pub scheduler: Scheduler,
-    pub keys: Keys,
+    pub director: Director,
     pub memory: RoutingMemory,
+    /// The pool decisions are made on: the scraper's latest snapshot, else the static endpoints.
+    pub pool: Pool,
     /// `None` in Service Extensions mode, where the host has no custom metrics.
     pub stats: Option<Stats>,
+    pub keys: Keys,
     /// Random identity of this VM for the fetch lease.
     pub holder: u32,
     /// A fetch this VM started and whose answer has not come back: (token, started at).
     pub fetch_in_flight: Option<(u32, u64)>,
-    log: SharedLog,
-    scraped: Option<(PoolSnapshot, SnapshotVersion)>,
-    static_pool: PoolSnapshot,
+    replica: Replica,
+    scraped: Option<SnapshotVersion>,
     last_warning_ms: HashMap<&'static str, u64>,
 }
 
 impl Vm {
-    pub fn new(config: PluginConfig, scheduler: Scheduler, plugin_name: &str, holder: u32) -> Self {
+    pub fn new(director: Director, plugin_name: &str, holder: u32) -> Self {
+        let config = director.config();
         let keys = Keys::new(plugin_name);
-        let log = SharedLog::new(&keys.log, config.shared_state.log_slots, STUCK_READS_BEFORE_SKIP);
-        let static_pool = PoolSnapshot::from_static(&config.pool.endpoints);
+        let replica =
+            Replica::new(&keys.log, config.shared_state.log_slots, STUCK_READS_BEFORE_SKIP, MAX_RECORDS_PER_SYNC);
         let stats = if config.mode == Mode::Envoy { Some(Stats::define()) } else { None };
+        let mut memory = RoutingMemory::new(config);
+        let pool = director.install(&mut memory, PoolSnapshot::from_static(&config.pool.endpoints));
         Self {
-            memory: RoutingMemory::new(&config),
-            config,
-            scheduler,
-            keys,
+            director,
+            memory,
+            pool,
             stats,
+            keys,
             holder,
             fetch_in_flight: None,
-            log,
+            replica,
             scraped: None,
-            static_pool,
             last_warning_ms: HashMap::new(),
         }
     }
 
-    /// Opens the routing log (Envoy mode only: it lives in shared data).
-    pub fn open_log(&mut self) {
-        if let Err(e) = self.log.open(&HostStore) {
-            abi::log(LogLevel::Warn, &format!("wis: routing log unavailable, routing memory stays per worker: {e}"));
-        }
+    pub fn config(&self) -> &PluginConfig {
+        self.director.config()
     }
 
-    /// The pool to schedule on: the scraper's latest snapshot, else the configured static endpoints.
-    pub fn pool(&self) -> &PoolSnapshot {
-        match &self.scraped {
-            Some((snapshot, _)) => snapshot,
-            None => &self.static_pool,
+    /// Opens the routing log (Envoy mode only: it lives in shared data).
+    pub fn open_log(&mut self) {
+        if let Err(e) = self.replica.open(&HostStore) {
+            abi::log(LogLevel::Warn, &format!("wis: routing log unavailable, routing memory stays per worker: {e}"));
         }
     }
 
@@ -92,38 +90,20 @@ impl Vm {
         }
     }
 
-    pub fn stat(&self, name: &'static str) {
-        if let Some(stats) = &self.stats {
-            stats.inc(name);
-        }
-    }
-
-    pub fn stat_add(&self, name: &'static str, by: u64) {
-        if let Some(stats) = &self.stats {
-            stats.add(name, by);
-        }
-    }
-
-    pub fn stat_record(&self, name: &'static str, value: u64) {
-        if let Some(stats) = &self.stats {
-            stats.record(name, value);
+    /// Runs `f` on the stats, when this host has them.
+    pub fn stats(&mut self, f: impl FnOnce(&mut Stats)) {
+        if let Some(stats) = &mut self.stats {
+            f(stats);
         }
     }
 
     /// Applies every routing event other workers (and this one) logged since the last sync.
     pub fn sync_log(&mut self) {
-        if self.config.mode != Mode::Envoy {
+        if self.config().mode != Mode::Envoy {
             return;
         }
-        let memory = &mut self.memory;
-        let mut undecodable = 0u64;
-        let outcome =
-            self.log.read_new(&HostStore, MAX_RECORDS_PER_SYNC, |_, bytes| match RoutingEvent::decode_record(bytes) {
-                Ok(events) => events.iter().for_each(|event| memory.apply(event)),
-                Err(_) => undecodable += 1,
-            });
-        match outcome {
-            Ok(outcome) => self.stat_add("wis.log.lost", outcome.lost + undecodable),
+        match self.replica.sync(&HostStore, &mut self.memory) {
+            Ok(outcome) => self.stats(|s| s.fixed.log_lost.add(outcome.read.lost + outcome.undecodable)),
             Err(e) => {
                 let now = abi::now_ms().unwrap_or(0);
                 self.warn("log-read", now, &format!("wis: routing log unreadable, memory not synced: {e}"));
@@ -131,27 +111,40 @@ impl Vm {
         }
     }
 
-    /// Records a routing event for every worker. If the log cannot take it, the event still
-    /// applies here, so this worker's own accounting stays right.
-    pub fn record(&mut self, event: RoutingEvent) {
-        self.record_all(&[event]);
-    }
-
-    /// Records events for every worker in one log record: one append (three shared-data calls,
-    /// the costly part of a routing event in Envoy) whatever their number.
-    pub fn record_all(&mut self, events: &[RoutingEvent]) {
-        if self.config.mode != Mode::Envoy || events.is_empty() {
+    /// Records an event now, together with every deferred one: one append.
+    pub fn record_now(&mut self, event: RoutingEvent) {
+        if self.config().mode != Mode::Envoy {
             return;
         }
-        match self.log.append(&HostStore, &RoutingEvent::encode_record(events)) {
-            Ok(seq) if self.log.advance_past_own(seq) => events.iter().for_each(|event| self.memory.apply(event)),
-            Ok(_) => self.sync_log(),
-            Err(e) => {
-                self.stat("wis.log.append_failed");
-                let now = abi::now_ms().unwrap_or(0);
-                self.warn("log-append", now, &format!("wis: {e}; applying the events on this worker only"));
-                events.iter().for_each(|event| self.memory.apply(event));
-            }
+        let outcome = self.replica.record_now(&HostStore, &mut self.memory, event);
+        self.account(outcome);
+    }
+
+    /// Keeps events for the next append (the next decision's, or the tick's).
+    pub fn defer(&mut self, events: Vec<RoutingEvent>) {
+        if self.config().mode == Mode::Envoy && self.replica.defer(events) {
+            self.flush_events();
+        }
+    }
+
+    /// Appends every waiting event (on the tick).
+    pub fn flush_events(&mut self) {
+        if self.replica.pending() > 0 {
+            let outcome = self.replica.flush(&HostStore, &mut self.memory);
+            self.account(outcome);
+        }
+    }
+
+    fn account(&mut self, outcome: FlushOutcome) {
+        self.stats(|s| {
+            s.fixed.log_refused.add(outcome.refused as u64);
+            s.fixed.log_lost.add(outcome.read.lost);
+        });
+        if let Some(e) = outcome.failed.as_ref().map(ToString::to_string).or(outcome.read_error.map(|e| e.to_string()))
+        {
+            self.stats(|s| s.fixed.log_append_failed.inc());
+            let now = abi::now_ms().unwrap_or(0);
+            self.warn("log-append", now, &format!("wis: routing log: {e}; the events applied on this worker only"));
         }
     }
 
@@ -162,15 +155,11 @@ impl Vm {
             _ => None,
         };
         if let Some(version) = version
-            && self.scraped.as_ref().map(|(_, v)| *v) != Some(version)
+            && self.scraped != Some(version)
             && let Ok(Some((body, _))) = abi::get_shared_data(&self.keys.snapshot)
             && let Err(e) = self.install_snapshot(&body, version)
         {
             self.warn("snapshot-shared", now_ms, &format!("wis: shared pool snapshot unusable: {e}"));
-        }
-        if let Some((snapshot, _)) = &self.scraped {
-            self.stat_record("wis.snapshot.endpoints", snapshot.endpoints.len() as u64);
-            self.stat_record("wis.snapshot.age_ms", now_ms.saturating_sub(snapshot.generated_at_ms));
         }
     }
 
@@ -193,14 +182,14 @@ impl Vm {
     }
 
     fn adopt(&mut self, snapshot: PoolSnapshot, version: SnapshotVersion) {
-        self.memory.observe_pool(&snapshot);
-        self.scraped = Some((snapshot, version));
+        self.pool = self.director.install(&mut self.memory, snapshot);
+        self.scraped = Some(version);
     }
 
     /// Folds a pod's ORCA load report into this VM's view of it: fresher than the last scrape.
     pub fn apply_orca(&mut self, address: &str, load: &crate::feedback::OrcaLoad, now_ms: u64) {
-        let Some((snapshot, _)) = &mut self.scraped else { return };
-        let Some(endpoint) = snapshot.endpoints.iter_mut().find(|e| e.address == address) else { return };
+        let Some(position) = self.pool.position_of(address) else { return };
+        let endpoint = &mut self.pool.snapshot.endpoints[position as usize];
         if let Some(kv) = load.kv_cache_usage {
             endpoint.metrics.kv_cache_usage = kv;
         }
@@ -210,6 +199,30 @@ impl Vm {
         if let Some(running) = load.running_requests {
             endpoint.metrics.running_requests = running;
         }
+        endpoint.stale = false;
         endpoint.last_scrape_ms = endpoint.last_scrape_ms.max(now_ms);
+    }
+
+    /// The tick's stats: gauges from the current pool and memory, then everything to the host.
+    pub fn flush_stats(&mut self, now_ms: u64) {
+        let Some(stats) = &mut self.stats else { return };
+        let max_age = self.director.config().pool.metrics_staleness_ms;
+        let f = &mut stats.fixed;
+        let endpoints = self.pool.endpoints();
+        f.snapshot_endpoints.set(endpoints.len() as u64);
+        if self.scraped.is_some() {
+            f.snapshot_age_ms.set(now_ms.saturating_sub(self.pool.snapshot.generated_at_ms));
+        }
+        f.endpoints_unknown_metrics.set(endpoints.iter().filter(|e| !e.metrics_known(now_ms, max_age)).count() as u64);
+        f.endpoints_unhealthy.set(endpoints.iter().filter(|e| !e.healthy).count() as u64);
+        let calibration = self.memory.calibration();
+        f.bytes_per_token_x100.set((calibration.pool_bytes_per_token() * 100.0).round() as u64);
+        for (model, ratio, _) in calibration.learned() {
+            stats.model_bytes_per_token(model, (ratio * 100.0).round() as u64);
+        }
+        for (endpoint, &id) in endpoints.iter().zip(self.pool.ids()) {
+            stats.endpoint_capacity(&endpoint.address, self.memory.capacity_blocks(id) as u64);
+        }
+        stats.flush();
     }
 }

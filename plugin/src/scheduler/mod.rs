@@ -2,98 +2,136 @@
 //! (each a pure function of the request and an endpoint's state, giving a score in [0, 1]), then a
 //! **picker** that chooses the primary endpoint and orders the fallbacks.
 //!
-//! Before the profile, three rules always apply: unhealthy endpoints are never candidates; a subset
-//! hint restricts the candidates; endpoints that report their served models and do not serve the
-//! requested base model are skipped. A sheddable request (priority below zero) is refused with 429
-//! when every candidate is saturated by fresh metrics.
+//! Every plugin type is one line of [`registry::REGISTRY`]; each lives in its own file under
+//! `filters/`, `scorers/` or `pickers/`, with its formula in its doc comment. A profile always
+//! starts with three built-in filters, then runs the configured ones:
+//! - `subset`: a subset hint restricts the candidates (a hint naming no member → 503);
+//! - `model`: endpoints that report their served models and serve neither the requested model nor
+//!   the requested adapter are skipped (no member serves it → 404 `model_not_found`);
+//! - `health`: endpoints the scraper cannot reach are skipped, unless none can be reached, in which
+//!   case the request is still routed among all members and Envoy's retries walk the fallbacks
+//!   (counted as `no_healthy_endpoint`, never a 503).
+//!
+//! A pod whose metrics could not be read is not unreachable: it stays a candidate with **unknown
+//! metrics** ([`Candidate::metrics_known`]) and the scorers judge it on what the gateway knows itself
+//! (its in-flight count, its prefix memory). A sheddable request (priority below zero) is refused
+//! with 429 when every candidate is saturated by fresh metrics.
 
-mod pickers;
+pub mod filters;
+pub mod pickers;
 mod profile;
-mod saturation;
-mod scorers;
+pub mod registry;
+pub mod scorers;
 
+pub use filters::saturation::SaturationParams;
 pub use profile::Scheduler;
-pub use saturation::SaturationParams;
 
+use crate::endpoints::{EndpointId, Pool};
 use crate::memory::{InFlight, RoutingMemory};
-use crate::pool::{Endpoint, PoolSnapshot};
+use crate::pool::Endpoint;
 use std::fmt;
 
 /// What a decision is made on.
 pub struct SchedulingContext<'a> {
     /// Wall clock, Unix milliseconds (metrics staleness is measured against it).
     pub now_ms: u64,
-    pub snapshot: &'a PoolSnapshot,
+    pub pool: &'a Pool,
     pub memory: &'a RoutingMemory,
     /// Seed for random pickers; the host passes a fresh one per request.
     pub random_seed: u64,
+    /// Build the per-endpoint rows of the decision (debug header, decision view). Off on the hot
+    /// path: nothing per endpoint is formatted or allocated then.
+    pub detail: bool,
 }
 
-/// One endpoint as the scorers see it.
+/// One endpoint as the filters, scorers and pickers see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
+    /// Position in the pool snapshot.
+    pub position: u32,
+    pub id: EndpointId,
     pub endpoint: &'a Endpoint,
     /// This gateway's own in-flight requests to it.
     pub in_flight: InFlight,
     /// Leading prompt blocks the prefix index believes it holds.
     pub prefix_matched: u32,
     pub metrics_age_ms: u64,
+    /// The pod's metrics were read and are recent; when false they are unknown and scorers rely on
+    /// the gateway's own counts.
+    pub metrics_known: bool,
+    /// A hash of the address, for rendezvous placement (computed once per snapshot).
+    pub address_hash: u64,
 }
 
 impl Candidate<'_> {
     /// Waiting requests as the gateway best knows them: the pod's reported queue, or what the
     /// gateway has in flight beyond the pod's running batch if that is larger (the pod's metrics lag
     /// what this gateway just dispatched; they include other gateways' traffic, ours does not).
+    /// With unknown metrics, everything in flight counts as queued.
     pub fn effective_queue(&self) -> u32 {
+        if !self.metrics_known {
+            return self.in_flight.requests;
+        }
         let m = &self.endpoint.metrics;
         m.waiting_requests.max(self.in_flight.requests.saturating_sub(m.running_requests))
     }
 }
 
-/// Why no endpoint was chosen.
+/// Why an endpoint was not a candidate. Formatted only for output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Exclusion {
+    OutsideSubset,
+    WrongModel,
+    Unreachable,
+    QueueSaturated { queue: u32, threshold: u32 },
+    KvCacheSaturated { usage: f64, threshold: f64 },
+    MetricsTooOld { age_ms: u64 },
+    NeverScraped,
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutsideSubset => f.write_str("not in the subset hint"),
+            Self::WrongModel => f.write_str("does not serve the requested model"),
+            Self::Unreachable => f.write_str("unhealthy: the scraper cannot reach it"),
+            Self::QueueSaturated { queue, threshold } => write!(f, "saturated: queue {queue} ≥ {threshold}"),
+            Self::KvCacheSaturated { usage, threshold } => write!(f, "saturated: kv-cache {usage:.2} ≥ {threshold}"),
+            Self::MetricsTooOld { age_ms } => write!(f, "saturated: metrics {age_ms} ms old"),
+            Self::NeverScraped => f.write_str("saturated: metrics never scraped"),
+        }
+    }
+}
+
+/// Why no endpoint was chosen. Each maps to one reply (see `error.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleError {
-    /// No ready endpoint can take the request (503).
-    NoEndpoints(String),
+    /// The pool has no members at all (503).
+    EmptyPool,
+    /// The subset hint names no member of the pool (503).
+    SubsetNamesNoMember,
+    /// No member serves the requested model (404 `model_not_found`).
+    ModelNotServed(String),
     /// A sheddable request on a saturated pool (429).
-    Shed(String),
+    Shed { priority: i32 },
 }
 
 impl fmt::Display for ScheduleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoEndpoints(why) | Self::Shed(why) => f.write_str(why),
+            Self::EmptyPool => f.write_str(
+                "the inference pool has no endpoints (no snapshot from the scraper and no static endpoints)",
+            ),
+            Self::SubsetNamesNoMember => f.write_str("the subset hint names no endpoint of the pool"),
+            Self::ModelNotServed(model) => write!(f, "the model '{model}' does not exist in this pool"),
+            Self::Shed { priority } => {
+                write!(f, "the pool is saturated and this request is sheddable (priority {priority} < 0); retry later")
+            }
         }
     }
 }
 
 impl std::error::Error for ScheduleError {}
-
-const SESSION_TOKEN_PREFIX: &str = "wis1.";
-
-/// The session token returned on responses: opaque, URL-safe, names the serving endpoint.
-pub fn encode_session_token(address: &str) -> String {
-    let mut token = String::with_capacity(SESSION_TOKEN_PREFIX.len() + address.len() * 2);
-    token.push_str(SESSION_TOKEN_PREFIX);
-    for b in address.bytes() {
-        token.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        token.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    token
-}
-
-/// The endpoint a session token names, if the token is one of ours and names an address.
-pub fn decode_session_token(token: &str) -> Option<String> {
-    let hex = token.trim().strip_prefix(SESSION_TOKEN_PREFIX)?;
-    if hex.len() % 2 != 0 || hex.len() > 128 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-    let address = String::from_utf8(bytes?).ok()?;
-    address.parse::<std::net::SocketAddr>().ok()?;
-    Some(address)
-}
 
 /// A 64-bit mix (splitmix64's finaliser): fast, deterministic everywhere, well spread.
 pub(crate) fn mix64(mut x: u64) -> u64 {
@@ -103,22 +141,7 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// FNV-1a of a string, for rendezvous hashing of addresses.
+/// FNV-1a of a string, for rendezvous hashing of addresses (every replica computes the same).
 pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_tokens_round_trip_and_reject_forgeries() {
-        let token = encode_session_token("10.0.0.7:8000");
-        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
-        assert_eq!(decode_session_token(&token).as_deref(), Some("10.0.0.7:8000"));
-        assert_eq!(decode_session_token("10.0.0.7:8000"), None);
-        assert_eq!(decode_session_token("wis1.zz"), None);
-        assert_eq!(decode_session_token(&encode_session_token("not-an-address")), None);
-    }
 }

@@ -171,7 +171,7 @@ pub struct Plan {
 impl LoadArgs {
     /// Validates the flags; every bad value is an error naming the flag.
     pub fn plan(&self) -> Result<Plan, String> {
-        let workload = parse_workload(&self.workload)?;
+        let workload = parse_workload(&self.workload).map_err(|e| format!("--workload: {e}"))?;
         let api: &'static str = match self.api.as_str() {
             "chat" => "chat",
             "completions" => "completions",

@@ -177,18 +177,21 @@ fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{:.1}", x * 1000.0)).unwrap_or_else(|| "-".into())
 }
 
-/// The human-readable result table.
-pub fn render_table(r: &Report) -> String {
-    let s = &r.summary;
-    let a = &r.args;
+/// The first line: what ran.
+fn header(r: &Report) -> String {
+    let (s, a) = (&r.summary, &r.args);
     let mode = match (a.rate, a.concurrency) {
         (Some(rate), _) => format!("Poisson {rate} req/s"),
         (_, Some(c)) => format!("concurrency {c}"),
         _ => "concurrency 1".into(),
     };
-    let mut t = String::new();
-    t.push_str(&format!(
-        "workload {} ({}), {mode}, {} target(s) ({}), G={} S={} Q={} O={}{}\n",
+    let turns = if s.follow_up_turns > 0 || !matches!(a.workload.as_str(), "shared-prefix" | "lora-mix") {
+        format!(" turns={}", a.turns)
+    } else {
+        String::new()
+    };
+    format!(
+        "workload {} ({}), {mode}, {} target(s) ({}), G={} S={} Q={} O={}{turns}\n",
         a.workload,
         a.api,
         a.target.len(),
@@ -197,12 +200,13 @@ pub fn render_table(r: &Report) -> String {
         a.system_tokens,
         a.question_tokens,
         a.output_tokens,
-        if s.follow_up_turns > 0 || a.workload != "shared-prefix" && a.workload != "lora-mix" {
-            format!(" turns={}", a.turns)
-        } else {
-            String::new()
-        },
-    ));
+    )
+}
+
+/// The human-readable result table.
+pub fn render_table(r: &Report) -> String {
+    let s = &r.summary;
+    let mut t = header(r);
     t.push_str(&format!(
         "requests {} ok {} errors {} dropped {}   wall {:.1}s\n",
         s.requests, s.ok, s.errors, s.dropped, s.wall_s
@@ -227,9 +231,9 @@ pub fn render_table(r: &Report) -> String {
     }
     match s.turn_affinity {
         Some(a) => t.push_str(&format!(
-            "turn affinity {:.1}%  ({} of {} follow-up turns on the previous turn's pod)\n",
+            "turn affinity {:.1}%  ({:.0} of {} follow-up turns on the previous turn's pod)\n",
             a * 100.0,
-            (a * s.follow_up_turns as f64).round(),
+            a * s.follow_up_turns as f64,
             s.follow_up_turns
         )),
         None => t.push_str("turn affinity n/a (no follow-up turns)\n"),

@@ -16,6 +16,14 @@ use super::Encoding;
 pub const QWEN_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Longest stretch of text handed to the BPE at once. tiktoken's merge loop is quadratic in the
+/// length of a regex piece, and a piece is a whole run of letters: a 1 MB prompt of one "word" would
+/// take minutes. Longer text is cut where a letter or digit is followed by anything else (a space,
+/// `，`, `(`): the split patterns cut there too, so the tokens are the same; only a kilobyte with no
+/// such place is cut at a character boundary. Cuts depend only on the text before them, so encoding
+/// stays prefix-stable.
+const MAX_CHUNK_BYTES: usize = 1024;
+
 /// Longest ranks file accepted (Qwen's is 2.6 MB; o200k's 3.6 MB): anything larger is not a vocabulary.
 const MAX_RANKS_FILE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -87,7 +95,11 @@ impl Bpe {
     }
 
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.tables.core.encode_ordinary(text)
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        for chunk in chunks(text) {
+            ids.extend(self.tables.core.encode_ordinary(chunk));
+        }
+        ids
     }
 
     pub fn encode_with_ends(&self, text: &str) -> Encoding {
@@ -102,7 +114,79 @@ impl Bpe {
     }
 }
 
+/// `text` in pieces of at most [`MAX_CHUNK_BYTES`], cut where the split patterns cut anyway.
+fn chunks(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= MAX_CHUNK_BYTES { rest.len() } else { chunk_end(rest) };
+        let (chunk, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Where the first chunk of a long `text` ends: the last place within the limit where a letter or
+/// digit is followed by something else, else the last character boundary within it.
+fn chunk_end(text: &str) -> usize {
+    let mut last_cut = None;
+    let mut last_boundary = 0;
+    let mut prev_alnum = false;
+    for (i, c) in text.char_indices() {
+        if i > MAX_CHUNK_BYTES {
+            break;
+        }
+        if i > 0 {
+            last_boundary = i;
+            if prev_alnum && !c.is_alphanumeric() {
+                last_cut = Some(i);
+            }
+        }
+        prev_alnum = c.is_alphanumeric();
+    }
+    last_cut.unwrap_or(last_boundary.max(1))
+}
+
 /// The bytes of ranks `0..=max_rank` (ranks the vocabulary lacks get none).
 fn decoder_table(core: &CoreBPE, max_rank: u32) -> Vec<Vec<u8>> {
     (0..=max_rank).map(|r| core.decode_bytes(&[r]).unwrap_or_default()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_before_a_space_and_tokenized_as_a_whole() {
+        let bpe = Bpe::cl100k().unwrap();
+        let text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(300);
+        assert!(text.len() > 4 * MAX_CHUNK_BYTES);
+        assert!(chunks(&text).all(|c| c.len() <= MAX_CHUNK_BYTES));
+        assert!(chunks(&text).skip(1).all(|c| c.starts_with([' ', ',', '.'])));
+        assert_eq!(bpe.encode(&text), bpe.tables.core.encode_ordinary(&text));
+    }
+
+    #[test]
+    fn chinese_is_cut_at_its_punctuation_and_tokenized_as_a_whole() {
+        let bpe = Bpe::cl100k().unwrap();
+        let text = "缓存服务器重启以后，路由器必须尽快知道。".repeat(200); // 11 KB, no whitespace
+        assert!(chunks(&text).skip(1).all(|c| c.starts_with(['，', '。'])));
+        assert_eq!(bpe.encode(&text), bpe.tables.core.encode_ordinary(&text));
+    }
+
+    #[test]
+    fn a_run_of_letters_is_cut_at_characters_and_stays_prefix_stable() {
+        let bpe = Bpe::cl100k().unwrap();
+        let text = "缓存服务器".repeat(2000); // 30 KB of letters: one regex piece
+        assert!(chunks(&text).all(|c| c.len() <= MAX_CHUNK_BYTES));
+        assert_eq!(chunks(&text).map(str::len).sum::<usize>(), text.len());
+        let full = bpe.encode(&text);
+        let half: String = text.chars().take(5_001).collect();
+        let prefix = bpe.encode(&half);
+        let common = prefix.iter().zip(&full).take_while(|(a, b)| a == b).count();
+        assert!(prefix.len() - common <= 2, "{} of {} differ", prefix.len() - common, prefix.len());
+        assert!(!bpe.encode(&"a".repeat(100_000)).is_empty());
+    }
 }

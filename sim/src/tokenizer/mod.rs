@@ -4,7 +4,7 @@
 //!   vocabulary was built from it. With `--vocab FILE` it is any `.tiktoken` ranks file instead,
 //!   split with Qwen's pattern, e.g. Qwen's `qwen.tiktoken` (151,643 ranks; `scripts/common.sh
 //!   ensure_qwen_vocab` fetches it). Qwen's BPE gives about 5 characters per token on English prose,
-//!   about 3 on code and JSON, about 1.5 on Chinese (sim/README.md has the measured ratios).
+//!   3.5 to 4.8 on code and JSON, about 1.7 on Chinese (sim/README.md has the measured ratios).
 //! - `chars:N`: exactly N characters per token (fractional allowed: 1.5 for CJK-like text, 3 for
 //!   code), for the extremes a test wants to pin.
 //!
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 pub use bpe::QWEN_PATTERN;
 use cache::SegmentCache;
 
-/// Bytes of encoded segments kept per tokenizer: ~15,000 distinct 2 KB messages with their ids,
-/// far more than a fleet's conversations in flight resend.
+/// Bytes of encoded segments kept per tokenizer by default (`--tokenizer-cache-mb 64`): ~15,000
+/// distinct 2 KB messages with their ids, far more than a fleet's conversations in flight resend.
 pub const SEGMENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Segments shorter than this are encoded every time: the lookup would cost about as much.
 const MIN_CACHED_SEGMENT_BYTES: usize = 64;
@@ -132,6 +132,11 @@ impl Tokenizer {
 
     fn new(model: Model, specials: Specials, name: String) -> Tokenizer {
         Tokenizer { model, specials, name, cache: Mutex::new(SegmentCache::new(SEGMENT_CACHE_BYTES)) }
+    }
+
+    /// The same tokenizer with a segment cache of `bytes` (0 = no cache).
+    pub fn with_cache_bytes(self, bytes: usize) -> Tokenizer {
+        Tokenizer { cache: Mutex::new(SegmentCache::new(bytes)), ..self }
     }
 
     /// What the fleet's start-up line prints: `bpe cl100k_base`, `chars:1.5`, ...

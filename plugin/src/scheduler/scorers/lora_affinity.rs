@@ -1,7 +1,8 @@
 //! `lora-affinity-scorer` (llm-d): for a request naming a LoRA adapter, 1.0 where the adapter is
 //! running, 0.8 where a slot is free to load it (running adapters < `max_lora`), 0.6 where it is
 //! waiting to load, 0.0 where every slot is taken by others. A base-model request scores 1.0
-//! everywhere; an endpoint that reports no LoRA state scores 0.8 (assumed to have room).
+//! everywhere; an endpoint that reports no LoRA state, or whose metrics are unknown, scores 0.8
+//! (assumed to have room).
 
 use super::{Candidate, Scorer};
 use crate::request::SchedulingRequest;
@@ -15,7 +16,8 @@ impl Scorer for LoraAffinityScorer {
             return;
         };
         for (o, c) in out.iter_mut().zip(candidates) {
-            *o = match &c.endpoint.metrics.lora {
+            let lora = if c.metrics_known { c.endpoint.metrics.lora.as_ref() } else { None };
+            *o = match lora {
                 None => 0.8,
                 Some(lora) if lora.running.iter().any(|a| a == adapter) => 1.0,
                 Some(lora) if (lora.running.len() as u32) < lora.max_loras => 0.8,

@@ -1,15 +1,19 @@
-//! Scorers: each a pure function of (request, candidates) → a score in [0, 1] per candidate.
+//! Scorers: each a pure function of (request, candidates) → a score in [0, 1] per candidate, its
+//! formula in its file's doc comment. A candidate whose metrics are unknown
+//! ([`Candidate::metrics_known`]) is scored on what the gateway knows itself: its in-flight count
+//! (through [`Candidate::effective_queue`]) and its prefix memory; a scorer that only has the pod's
+//! metrics to go on gives it the known candidates' average, so it is neither favoured nor punished.
+//! To add one: a file here and one line in [`super::registry::REGISTRY`].
 
-mod active_request;
-mod kv_cache;
-mod load_aware;
-mod lora_affinity;
-mod prefix_cache;
-mod queue;
-mod session_affinity;
+pub mod active_request;
+pub mod kv_cache;
+pub mod load_aware;
+pub mod lora_affinity;
+pub mod prefix_cache;
+pub mod queue;
+pub mod session_affinity;
 
 use super::Candidate;
-use crate::config::{ConfigError, parse_parameters};
 use crate::request::SchedulingRequest;
 
 pub trait Scorer {
@@ -17,39 +21,19 @@ pub trait Scorer {
     fn score(&self, request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]);
 }
 
-/// Every scorer type this build knows.
-pub const SCORER_TYPES: &[&str] = &[
-    "queue-scorer",
-    "kv-cache-utilization-scorer",
-    "prefix-cache-scorer",
-    "lora-affinity-scorer",
-    "active-request-scorer",
-    "load-aware-scorer",
-    "session-affinity-scorer",
-];
-
-/// Builds the scorer of `plugin_type`, `None` if it is not a scorer type.
-pub fn build(
-    plugin_type: &str,
-    parameters: &serde_json::Value,
-    path: &str,
-) -> Result<Option<Box<dyn Scorer>>, ConfigError> {
-    Ok(Some(match plugin_type {
-        "queue-scorer" => Box::new(queue::QueueScorer),
-        "kv-cache-utilization-scorer" => Box::new(kv_cache::KvCacheScorer),
-        "prefix-cache-scorer" => Box::new(prefix_cache::PrefixCacheScorer::new(parse_parameters(parameters, path)?)),
-        "lora-affinity-scorer" => Box::new(lora_affinity::LoraAffinityScorer),
-        "active-request-scorer" => Box::new(active_request::ActiveRequestScorer),
-        "load-aware-scorer" => Box::new(load_aware::LoadAwareScorer::new(parse_parameters(parameters, path)?)),
-        "session-affinity-scorer" => Box::new(session_affinity::SessionAffinityScorer),
-        _ => return Ok(None),
-    }))
+/// Known candidates' average of `score`, for those whose metrics are unknown (1 when none is known:
+/// then the scorer cannot tell them apart at all).
+pub(crate) fn known_average(candidates: &[Candidate], score: impl Fn(&Candidate) -> f64) -> f64 {
+    let (sum, n) = candidates.iter().filter(|c| c.metrics_known).fold((0.0, 0u32), |(s, n), c| (s + score(c), n + 1));
+    if n == 0 { 1.0 } else { sum / f64::from(n) }
 }
 
 /// (max − x) / (max − min) over the candidates; all equal → 1 for everyone.
-pub(crate) fn normalised_low_is_better(values: &[f64], out: &mut [f64]) {
-    let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    for (o, &v) in out.iter_mut().zip(values) {
+pub(crate) fn normalised_low_is_better(candidates: &[Candidate], value: impl Fn(&Candidate) -> f64, out: &mut [f64]) {
+    let (min, max) =
+        candidates.iter().map(&value).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    for (o, c) in out.iter_mut().zip(candidates) {
+        let v = value(c);
         *o = if max > min { (max - v) / (max - min) } else { 1.0 };
     }
 }
@@ -57,24 +41,21 @@ pub(crate) fn normalised_low_is_better(values: &[f64], out: &mut [f64]) {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Candidate;
+    use crate::endpoints::EndpointId;
     use crate::memory::InFlight;
     use crate::pool::{Endpoint, EndpointMetrics, LoraState};
 
     pub fn endpoint(address: &str, waiting: u32, running: u32, kv: f64) -> Endpoint {
         Endpoint {
-            address: address.into(),
-            healthy: true,
             stale: false,
             last_scrape_ms: 1,
-            consecutive_failures: 0,
-            models: vec![],
             metrics: EndpointMetrics {
                 waiting_requests: waiting,
                 running_requests: running,
                 kv_cache_usage: kv,
                 ..Default::default()
             },
-            last_error: None,
+            ..Endpoint::new(address)
         }
     }
 
@@ -92,12 +73,24 @@ pub(crate) mod test_support {
             .iter()
             .enumerate()
             .map(|(i, e)| Candidate {
+                position: i as u32,
+                id: EndpointId(i as u32),
                 endpoint: Box::leak(Box::new(e.clone())),
                 in_flight: InFlight { requests: in_flight.get(i).copied().unwrap_or(0), prompt_tokens: 0 },
                 prefix_matched: matched.get(i).copied().unwrap_or(0),
                 metrics_age_ms: 0,
+                metrics_known: true,
+                address_hash: crate::scheduler::fnv1a(&e.address),
             })
             .collect()
+    }
+
+    /// The same candidates with the metrics of those at `unknown` marked unknown.
+    pub fn with_unknown(mut c: Vec<Candidate<'static>>, unknown: &[usize]) -> Vec<Candidate<'static>> {
+        for &i in unknown {
+            c[i].metrics_known = false;
+        }
+        c
     }
 
     pub fn request() -> crate::request::SchedulingRequest {

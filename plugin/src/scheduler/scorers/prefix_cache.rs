@@ -10,8 +10,10 @@
 //! - **bounded load**: an endpoint with more than `maxLoadFactor` × the candidates' average
 //!   in-flight requests (+ `loadSlack`) gets 0, so load wins once affinity would overload it.
 //!
-//! Index parameters (`blockSizeTokens` 16, `maxPrefixBlocksToMatch` 256, `lruCapacityPerServer`
-//! 31,250, `maxTotalBlocks`) are read by the configuration, which sizes the shared index.
+//! Index parameters (`blockSizeTokens` 16, `maxPrefixBlocksToMatch` 256 (at most
+//! [`crate::memory::MAX_EVENT_HASHES`], what a routing event carries), `lruCapacityPerServer` 31,250,
+//! `maxTotalBlocks` 1,000,000) are in the same parameters type; the configuration reads them to size
+//! the routing memory every worker shares (`crate::config::PrefixSettings`).
 
 use super::{Candidate, Scorer};
 use crate::request::SchedulingRequest;
@@ -24,7 +26,7 @@ pub struct PrefixCacheParams {
     pub full_credit_blocks: u32,
     pub max_load_factor: f64,
     pub load_slack: f64,
-    // Index sizing, consumed by `config::PluginConfig`.
+    // Index sizing, read by `config::PluginConfig` into `PrefixSettings`.
     pub block_size_tokens: u32,
     pub max_prefix_blocks_to_match: usize,
     pub lru_capacity_per_server: usize,

@@ -1,6 +1,7 @@
 //! `queue-scorer` (llm-d): score = (maxQ − q) / (maxQ − minQ) over the candidates, all equal → 1.
 //! q is the effective queue: the pod's `vllm:num_requests_waiting`, or this gateway's in-flight
-//! requests beyond the pod's running batch when larger (load the next scrape has not shown yet).
+//! requests beyond the pod's running batch when larger (load the next scrape has not shown yet);
+//! with unknown metrics, this gateway's in-flight requests.
 
 use super::{Candidate, Scorer, normalised_low_is_better};
 use crate::request::SchedulingRequest;
@@ -9,8 +10,7 @@ pub struct QueueScorer;
 
 impl Scorer for QueueScorer {
     fn score(&self, _request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]) {
-        let queues: Vec<f64> = candidates.iter().map(|c| f64::from(c.effective_queue())).collect();
-        normalised_low_is_better(&queues, out);
+        normalised_low_is_better(candidates, |c| f64::from(c.effective_queue()), out);
     }
 }
 
@@ -44,5 +44,14 @@ mod tests {
         let mut out = vec![0.0; 2];
         QueueScorer.score(&request(), &c, &mut out);
         assert_eq!(out, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn unknown_metrics_count_every_in_flight_request_as_queued() {
+        // b's metrics are unknown: its 3 in-flight requests are all it is judged on.
+        let c = with_unknown(candidates(&[endpoint("a:1", 1, 8, 0.0), endpoint("b:1", 0, 8, 0.0)], &[2, 3], &[]), &[1]);
+        let mut out = vec![0.0; 2];
+        QueueScorer.score(&request(), &c, &mut out);
+        assert_eq!(out, vec![1.0, 0.0]);
     }
 }

@@ -3,12 +3,13 @@
 //! Reads only what scheduling needs: `model`, the prompt text (chat `messages` with string or
 //! array-of-parts content, or completions `prompt`), `stream`, `stream_options.include_usage`,
 //! `cache_salt` and `user`. The body is validated as JSON in full, but prompt strings are borrowed
-//! from the body as raw JSON and only their first `max_prefix_blocks × block chars` characters are
-//! unescaped and copied, so a 400 KB prompt costs about what a 16 KB one does.
+//! from the body as raw JSON and only their first `max_prefix_blocks × block bytes` bytes are
+//! unescaped and copied, so a 400 KB prompt costs about what a 16 KB one does; the rest is only
+//! measured (its unescaped UTF-8 length, which the bytes-per-token calibration compares with the
+//! pod's token count).
 
 use crate::config::PluginConfig;
 use crate::prefix;
-use crate::scheduler::decode_session_token;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -49,14 +50,15 @@ pub struct SchedulingRequest {
     pub lora_adapter: Option<String>,
     /// The start of the prompt, as much as prefix hashing reads, never more.
     pub prompt_prefix: String,
-    /// Approximate length of the whole prompt in characters (raw JSON length of the texts).
-    pub prompt_chars: usize,
-    pub estimated_prompt_tokens: u32,
+    /// UTF-8 bytes of the whole prompt text as the plugin reads it (escapes decoded).
+    pub prompt_bytes: usize,
     pub cache_salt: Option<String>,
     pub stream: bool,
     pub include_usage: bool,
     pub user: Option<String>,
-    /// The endpoint named by a valid session token.
+    /// The session token the client sent, unverified.
+    pub session_token: Option<String>,
+    /// The endpoint a verified session token names (set by the director, which holds the key).
     pub session_endpoint: Option<String>,
     /// Subset hint: the choice is restricted to these endpoints.
     pub subset: Option<Vec<String>>,
@@ -137,20 +139,20 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Collects prompt text up to a character budget.
+/// Collects prompt text up to a byte budget, and measures all of it.
 struct PromptText {
     text: String,
     budget: usize,
-    total_chars: usize,
+    total_bytes: usize,
 }
 
 impl PromptText {
     fn new(budget: usize) -> Self {
-        Self { text: String::new(), budget, total_chars: 0 }
+        Self { text: String::new(), budget, total_bytes: 0 }
     }
 
     fn push_str(&mut self, s: &str) {
-        self.total_chars += s.len();
+        self.total_bytes += s.len();
         let room = self.budget.saturating_sub(self.text.len());
         if room > 0 {
             let mut end = room.min(s.len());
@@ -163,7 +165,7 @@ impl PromptText {
 
     /// A raw JSON string: unescaped up to the remaining budget only.
     fn push_raw_string(&mut self, raw: &str) -> Result<(), ()> {
-        self.total_chars += raw.len().saturating_sub(2);
+        self.total_bytes += unescaped_len(raw)?;
         let room = self.budget.saturating_sub(self.text.len());
         if room > 0 {
             unescape_prefix(raw, room, &mut self.text)?;
@@ -179,6 +181,51 @@ pub fn parse_request(
     headers: &RequestHeaders,
     config: &PluginConfig,
 ) -> Result<SchedulingRequest, RequestError> {
+    let parsed = parse_body(body)?;
+    let model = read_model(parsed.model)?;
+    let lora_adapter = resolve_model(&model, config)?;
+    let (api, prompt) = read_prompt_text(api, &parsed, config)?;
+    let stream = optional(parsed.stream, "stream", "a boolean")?.unwrap_or(false);
+    let include_usage = match parsed.stream_options {
+        Some(raw) if raw.get() != "null" => serde_json::from_str::<StreamOptions>(raw.get())
+            .map_err(|_| RequestError::InvalidField("stream_options", "an object"))?
+            .include_usage
+            .unwrap_or(false),
+        _ => false,
+    };
+    let cache_salt: Option<String> = optional(parsed.cache_salt, "cache_salt", "a string")?;
+    let user: Option<String> = optional(parsed.user, "user", "a string")?;
+    let block_hashes = prefix::block_hashes(
+        &model,
+        cache_salt.as_deref(),
+        &prompt.text,
+        config.prefix.block_bytes,
+        config.prefix.max_prefix_blocks,
+    );
+    let subset = headers
+        .subset
+        .as_deref()
+        .map(|s| s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect::<Vec<_>>());
+    Ok(SchedulingRequest {
+        api,
+        model,
+        lora_adapter,
+        prompt_bytes: prompt.total_bytes,
+        prompt_prefix: prompt.text,
+        cache_salt,
+        stream,
+        include_usage,
+        user,
+        session_token: headers.session_token.clone(),
+        session_endpoint: None,
+        subset,
+        priority: config.priority_of(headers.objective.as_deref()),
+        block_hashes,
+    })
+}
+
+/// The body as a JSON object whose fields are borrowed raw, or why it is not one.
+fn parse_body(body: &[u8]) -> Result<Body<'_>, RequestError> {
     let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
     if trimmed.is_empty() {
         return Err(RequestError::NotJson("the body is empty".into()));
@@ -190,73 +237,31 @@ pub fn parse_request(
             Err(e) => Err(RequestError::NotJson(e.to_string())),
         };
     }
-    let parsed: Body = serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))
+}
 
-    let model = match parsed.model {
-        None => return Err(RequestError::MissingModel),
-        Some(raw) => {
-            serde_json::from_str::<String>(raw.get()).map_err(|_| RequestError::InvalidField("model", "a string"))?
-        }
-    };
-    if model.is_empty() {
-        return Err(RequestError::MissingModel);
-    }
-    let lora_adapter = resolve_model(&model, config)?;
+fn read_model(raw: Option<&RawValue>) -> Result<String, RequestError> {
+    let raw = raw.ok_or(RequestError::MissingModel)?;
+    let model: String = serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidField("model", "a string"))?;
+    if model.is_empty() { Err(RequestError::MissingModel) } else { Ok(model) }
+}
 
-    let block_chars = config.prefix.block_chars(&config.limits);
-    let budget = block_chars.saturating_mul(config.prefix.max_prefix_blocks);
+/// The prompt (chat messages or completions prompt), up to the hashing budget, and the API it
+/// really is (a custom completions-style path may carry chat messages).
+fn read_prompt_text(api: ApiKind, parsed: &Body, config: &PluginConfig) -> Result<(ApiKind, PromptText), RequestError> {
+    let budget = config.prefix.block_bytes.saturating_mul(config.prefix.max_prefix_blocks);
     let mut prompt = PromptText::new(budget);
     let api = match (api, parsed.messages.is_some(), parsed.prompt.is_some()) {
-        // A custom completions-style path that carries chat messages.
         (ApiKind::Completions, true, false) => ApiKind::ChatCompletions,
         (api, _, _) => api,
     };
     match api {
         ApiKind::ChatCompletions => {
-            let raw = parsed.messages.ok_or(RequestError::MissingPrompt(api))?;
-            read_messages(raw, &mut prompt)?;
+            read_messages(parsed.messages.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?
         }
-        ApiKind::Completions => {
-            let raw = parsed.prompt.ok_or(RequestError::MissingPrompt(api))?;
-            read_prompt(raw, &mut prompt)?;
-        }
+        ApiKind::Completions => read_prompt(parsed.prompt.ok_or(RequestError::MissingPrompt(api))?, &mut prompt)?,
     }
-
-    let stream = optional(parsed.stream, "stream", "a boolean")?.unwrap_or(false);
-    let include_usage = match parsed.stream_options {
-        Some(raw) if raw.get() != "null" => serde_json::from_str::<StreamOptions>(raw.get())
-            .map_err(|_| RequestError::InvalidField("stream_options", "an object"))?
-            .include_usage
-            .unwrap_or(false),
-        _ => false,
-    };
-    let cache_salt: Option<String> = optional(parsed.cache_salt, "cache_salt", "a string")?;
-    let user: Option<String> = optional(parsed.user, "user", "a string")?;
-
-    let block_hashes =
-        prefix::block_hashes(&model, cache_salt.as_deref(), &prompt.text, block_chars, config.prefix.max_prefix_blocks);
-    let chars_per_token = config.limits.chars_per_token.max(1) as usize;
-    let estimated_prompt_tokens = u32::try_from(prompt.total_chars.div_ceil(chars_per_token)).unwrap_or(u32::MAX);
-    let subset = headers
-        .subset
-        .as_deref()
-        .map(|s| s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect::<Vec<_>>());
-    Ok(SchedulingRequest {
-        api,
-        model,
-        lora_adapter,
-        prompt_chars: prompt.total_chars,
-        prompt_prefix: prompt.text,
-        estimated_prompt_tokens,
-        cache_salt,
-        stream,
-        include_usage,
-        user,
-        session_endpoint: headers.session_token.as_deref().and_then(decode_session_token),
-        subset,
-        priority: config.priority_of(headers.objective.as_deref()),
-        block_hashes,
-    })
+    Ok((api, prompt))
 }
 
 /// `Ok(Some(adapter))` for a configured LoRA adapter, `Ok(None)` for a base model.
@@ -367,6 +372,43 @@ fn read_prompt(raw: &RawValue, prompt: &mut PromptText) -> Result<(), RequestErr
     }
 }
 
+/// UTF-8 length of the JSON string literal `raw` (with its quotes) once unescaped, without
+/// unescaping it: one pass, escapes decoded by length only.
+fn unescaped_len(raw: &str) -> Result<usize, ()> {
+    let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or(())?.as_bytes();
+    let (mut len, mut i) = (0usize, 0usize);
+    while let Some(at) = inner[i..].iter().position(|&b| b == b'\\') {
+        len += at;
+        i += at + 1;
+        match inner.get(i).ok_or(())? {
+            b'u' => {
+                let code = hex4(inner.get(i + 1..i + 5).ok_or(())?)?;
+                i += 5;
+                len += if (0xD800..0xDC00).contains(&code) {
+                    // A surrogate pair (`\uD83D\uDE00`) is one 4-byte character.
+                    if inner.get(i..i + 2) != Some(b"\\u") {
+                        return Err(());
+                    }
+                    i += 6;
+                    4
+                } else {
+                    char::from_u32(code).map_or(3, char::len_utf8)
+                };
+            }
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                len += 1;
+                i += 1;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(len + inner.len() - i)
+}
+
+fn hex4(digits: &[u8]) -> Result<u32, ()> {
+    digits.iter().try_fold(0u32, |v, &d| Ok(v * 16 + char::from(d).to_digit(16).ok_or(())?))
+}
+
 /// Unescapes the JSON string literal `raw` (with its quotes) into `out`, stopping after `max_bytes`
 /// bytes of output. Errors on an invalid escape within the part read.
 fn unescape_prefix(raw: &str, max_bytes: usize, out: &mut String) -> Result<(), ()> {
@@ -424,135 +466,4 @@ fn read_hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, ()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scheduler::encode_session_token;
-
-    fn config() -> PluginConfig {
-        PluginConfig::default()
-    }
-
-    fn parse(api: ApiKind, body: &str) -> Result<SchedulingRequest, RequestError> {
-        parse_request(api, body.as_bytes(), &RequestHeaders::default(), &config())
-    }
-
-    #[test]
-    fn paths_map_to_apis_and_others_pass_through() {
-        let c = config();
-        assert_eq!(ApiKind::from_path("/v1/chat/completions", &c), Some(ApiKind::ChatCompletions));
-        assert_eq!(ApiKind::from_path("/v1/completions?x=1", &c), Some(ApiKind::Completions));
-        assert_eq!(ApiKind::from_path("/v1/models", &c), None);
-        assert_eq!(ApiKind::from_path("/health", &c), None);
-    }
-
-    #[test]
-    fn chat_with_string_and_part_contents() {
-        let r = parse(
-            ApiKind::ChatCompletions,
-            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"cache_salt":"s","user":"u",
-                "messages":[{"role":"system","content":"You are \"helpful\".\nBe brief."},
-                            {"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.prompt_prefix, "system: You are \"helpful\".\nBe brief.\nuser: Hi<image_url>\n");
-        assert!(r.stream && r.include_usage);
-        assert_eq!(r.cache_salt.as_deref(), Some("s"));
-        assert_eq!(r.user.as_deref(), Some("u"));
-        assert_eq!(r.api, ApiKind::ChatCompletions);
-    }
-
-    #[test]
-    fn completions_prompt_string_array_and_tokens() {
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":"abc"}"#).unwrap().prompt_prefix, "abc");
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":["a","b"]}"#).unwrap().prompt_prefix, "ab");
-        assert_eq!(parse(ApiKind::Completions, r#"{"model":"m","prompt":[1,2]}"#).unwrap().prompt_prefix, "1 2 ");
-    }
-
-    #[test]
-    fn every_malformed_body_has_its_error() {
-        let chat = ApiKind::ChatCompletions;
-        assert!(matches!(parse(chat, "not json"), Err(RequestError::NotJson(_))));
-        assert!(matches!(parse(chat, ""), Err(RequestError::NotJson(_))));
-        assert!(matches!(parse(chat, r#"{"model":"m","messages":[}"#), Err(RequestError::NotJson(_))));
-        assert_eq!(parse(chat, "[1,2]"), Err(RequestError::NotAnObject));
-        assert_eq!(parse(chat, r#"{"messages":[]}"#), Err(RequestError::MissingModel));
-        assert_eq!(parse(chat, r#"{"model":7,"messages":[]}"#), Err(RequestError::InvalidField("model", "a string")));
-        assert_eq!(parse(chat, r#"{"model":"m"}"#), Err(RequestError::MissingPrompt(ApiKind::ChatCompletions)));
-        assert_eq!(
-            parse(ApiKind::Completions, r#"{"model":"m"}"#),
-            Err(RequestError::MissingPrompt(ApiKind::Completions))
-        );
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":"hi"}"#),
-            Err(RequestError::InvalidField("messages", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":[]}"#),
-            Err(RequestError::InvalidField("messages", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#),
-            Err(RequestError::InvalidField("messages[].content", _))
-        ));
-        assert!(matches!(
-            parse(chat, r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#),
-            Err(RequestError::InvalidField("stream", _))
-        ));
-    }
-
-    #[test]
-    fn unknown_models_are_refused_when_the_pool_lists_its_models() {
-        let mut c = config();
-        c.models.served = vec!["Qwen/Qwen3-0.6B".into()];
-        c.models.adapters = vec!["sql-lora".into()];
-        let body = |m: &str| format!(r#"{{"model":"{m}","prompt":"x"}}"#);
-        let h = RequestHeaders::default();
-        assert_eq!(
-            parse_request(ApiKind::Completions, body("gpt-4").as_bytes(), &h, &c),
-            Err(RequestError::UnknownModel("gpt-4".into()))
-        );
-        let base = parse_request(ApiKind::Completions, body("Qwen/Qwen3-0.6B").as_bytes(), &h, &c).unwrap();
-        assert_eq!(base.lora_adapter, None);
-        let lora = parse_request(ApiKind::Completions, body("sql-lora").as_bytes(), &h, &c).unwrap();
-        assert_eq!(lora.lora_adapter.as_deref(), Some("sql-lora"));
-    }
-
-    #[test]
-    fn a_huge_prompt_copies_and_hashes_only_the_bounded_prefix() {
-        let c = config();
-        let huge = "x".repeat(400_000);
-        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{huge}"}}]}}"#);
-        let r = parse_request(ApiKind::ChatCompletions, body.as_bytes(), &RequestHeaders::default(), &c).unwrap();
-        let budget = c.prefix.block_chars(&c.limits) * c.prefix.max_prefix_blocks;
-        assert!(r.prompt_prefix.len() <= budget, "{} > {budget}", r.prompt_prefix.len());
-        assert!(r.block_hashes.len() <= c.prefix.max_prefix_blocks);
-        assert!(r.prompt_chars >= 400_000);
-        assert!(r.estimated_prompt_tokens >= 100_000);
-    }
-
-    #[test]
-    fn unescaping_handles_unicode_and_stops_at_the_budget() {
-        let mut out = String::new();
-        unescape_prefix(r#""a\u00e9\ud83d\ude00\n""#, 100, &mut out).unwrap();
-        assert_eq!(out, "aé😀\n");
-        let mut out = String::new();
-        unescape_prefix(r#""héllo""#, 2, &mut out).unwrap();
-        assert_eq!(out, "h");
-        assert!(unescape_prefix(r#""bad \q""#, 100, &mut String::new()).is_err());
-    }
-
-    #[test]
-    fn headers_give_subset_priority_and_session() {
-        let mut c = config();
-        c.objectives.insert("batch".into(), -1);
-        let headers = RequestHeaders {
-            subset: Some("10.0.0.1:8000, 10.0.0.2:8000".into()),
-            objective: Some("batch".into()),
-            session_token: Some(encode_session_token("10.0.0.2:8000")),
-        };
-        let r = parse_request(ApiKind::Completions, br#"{"model":"m","prompt":"p"}"#, &headers, &c).unwrap();
-        assert_eq!(r.subset, Some(vec!["10.0.0.1:8000".to_string(), "10.0.0.2:8000".to_string()]));
-        assert_eq!(r.priority, -1);
-        assert_eq!(r.session_endpoint.as_deref(), Some("10.0.0.2:8000"));
-    }
-}
+mod tests;

@@ -1,12 +1,16 @@
 //! The plugin's configuration: Envoy's `PluginConfig.configuration`, JSON.
 //!
 //! Every field has a default, so `{}` is a complete configuration: llm-d's default profile
-//! (prefix-cache 3, queue 2, kv-cache-utilization 2, max-score picker, saturation filter), the two
-//! OpenAI inference paths, and the limits below. Unknown fields are errors (a typo must not silently
+//! (prefix-cache 3, queue 2, kv-cache-utilization 2, max-score picker; no saturation filter, see
+//! `plugin/CONFIG.md`), the two OpenAI inference paths, and the limits below. Unknown fields are errors (a typo must not silently
 //! fall back to a default), and every error names the field path, e.g.
 //! `endpointPickerConfig.plugins[2].parameters.queueThreshold: invalid type: string "x", expected u32`.
 //! The reference with a complete example is `plugin/CONFIG.md`.
 
+use crate::memory::MAX_EVENT_HASHES;
+use crate::scheduler::scorers::prefix_cache::PrefixCacheParams;
+use crate::scheduler::scorers::session_affinity::SessionAffinityParams;
+use crate::session::{MIN_KEY_BYTES, SessionKey};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +50,9 @@ pub struct PluginConfig {
     /// Resolved from the `prefix-cache-scorer` plugin's parameters (or defaults) after parsing.
     #[serde(skip)]
     pub prefix: PrefixSettings,
+    /// The session-token key, resolved from the `session-affinity-scorer` plugin's parameters.
+    #[serde(skip)]
+    pub session: Option<SessionKey>,
 }
 
 impl Default for PluginConfig {
@@ -63,6 +70,7 @@ impl Default for PluginConfig {
             debug_header: DebugHeader::Off,
             shared_state: SharedStateConfig::default(),
             prefix: PrefixSettings::default(),
+            session: None,
         }
     }
 }
@@ -175,6 +183,9 @@ pub struct PoolConfig {
     pub refresh_interval_ms: u64,
     /// A snapshot call slower than this is abandoned; routing goes on with the last snapshot.
     pub fetch_timeout_ms: u64,
+    /// A pod's metrics older than this are unknown (20 refresh intervals: a dead scraper shows within
+    /// a second); the pod stays a candidate, scored on the gateway's own counts.
+    pub metrics_staleness_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -186,6 +197,7 @@ impl Default for PoolConfig {
             snapshot_authority: "scraper".into(),
             refresh_interval_ms: 50,
             fetch_timeout_ms: 500,
+            metrics_staleness_ms: 1000,
         }
     }
 }
@@ -210,7 +222,9 @@ impl ModelsConfig {
 pub struct Limits {
     /// Largest request body buffered: long-context chat requests reach a few MiB; beyond this → 413.
     pub max_body_bytes: usize,
-    /// Approximate characters per token, to turn token block sizes into character blocks (llm-d: 4).
+    /// Bytes per token to start from, until the pods' `usage.prompt_tokens` reports teach the real
+    /// ratio (see `calibration.rs`); also fixes the hashed block size in bytes
+    /// (`blockSizeTokens × charsPerToken`), which must not move as the ratio is learned (llm-d: 4).
     pub chars_per_token: u32,
     /// Fallback endpoints listed after the primary, for Envoy's retries.
     pub fallback_count: usize,
@@ -277,6 +291,8 @@ impl Default for SharedStateConfig {
 pub struct PrefixSettings {
     /// Tokens per block (vLLM's default block size).
     pub block_size_tokens: u32,
+    /// Bytes per hashed block: `blockSizeTokens × limits.charsPerToken`, fixed for the VM's life.
+    pub block_bytes: usize,
     /// Blocks hashed per request at most (llm-d: 256): bounds per-request CPU on long prompts.
     pub max_prefix_blocks: usize,
     /// Blocks remembered per endpoint when the pod does not report its KV block count (llm-d:
@@ -290,16 +306,11 @@ impl Default for PrefixSettings {
     fn default() -> Self {
         Self {
             block_size_tokens: 16,
+            block_bytes: 64,
             max_prefix_blocks: 256,
             lru_capacity_per_server: 31_250,
             max_total_blocks: 1_000_000,
         }
-    }
-}
-
-impl PrefixSettings {
-    pub fn block_chars(&self, limits: &Limits) -> usize {
-        (self.block_size_tokens as usize).saturating_mul(limits.chars_per_token.max(1) as usize).max(1)
     }
 }
 
@@ -343,28 +354,6 @@ pub fn parse_parameters<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
-/// Parameters of `prefix-cache-scorer` that size the index (the scorer reads the rest).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct PrefixIndexParameters {
-    block_size_tokens: u32,
-    max_prefix_blocks_to_match: usize,
-    lru_capacity_per_server: usize,
-    max_total_blocks: usize,
-}
-
-impl Default for PrefixIndexParameters {
-    fn default() -> Self {
-        let d = PrefixSettings::default();
-        Self {
-            block_size_tokens: d.block_size_tokens,
-            max_prefix_blocks_to_match: d.max_prefix_blocks,
-            lru_capacity_per_server: d.lru_capacity_per_server,
-            max_total_blocks: d.max_total_blocks,
-        }
-    }
-}
-
 impl PluginConfig {
     /// Parses and validates; the error names the field path and what was expected.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
@@ -398,23 +387,51 @@ impl PluginConfig {
         if self.inference_paths.iter().any(|p| !p.starts_with('/')) {
             return Err(ConfigError::new("inferencePaths", "every path must start with '/'"));
         }
-        if let Some(epc) = &self.endpoint_picker_config {
-            for (i, plugin) in epc.plugins.iter().enumerate() {
-                if plugin.plugin_type == "prefix-cache-scorer" {
-                    let path = format!("endpointPickerConfig.plugins[{i}].parameters");
-                    let p: PrefixIndexParameters = parse_parameters(&plugin.parameters, &path)?;
-                    if p.block_size_tokens == 0 || p.max_prefix_blocks_to_match == 0 {
-                        return Err(ConfigError::new(path, "blockSizeTokens and maxPrefixBlocksToMatch must be ≥ 1"));
-                    }
-                    self.prefix = PrefixSettings {
-                        block_size_tokens: p.block_size_tokens,
-                        max_prefix_blocks: p.max_prefix_blocks_to_match,
-                        lru_capacity_per_server: p.lru_capacity_per_server.max(1),
-                        max_total_blocks: p.max_total_blocks.max(1),
-                    };
+        if self.limits.chars_per_token == 0 {
+            return Err(ConfigError::new("limits.charsPerToken", "must be at least 1"));
+        }
+        self.resolve_plugin_settings()
+    }
+
+    /// Settings shared by the whole VM that live in plugin parameters: the prefix index's sizing
+    /// (`prefix-cache-scorer`) and the session-token key (`session-affinity-scorer`).
+    fn resolve_plugin_settings(&mut self) -> Result<(), ConfigError> {
+        let plugins = self.endpoint_picker_config.as_ref().map(|e| e.plugins.clone()).unwrap_or_default();
+        let mut prefix = PrefixCacheParams::default();
+        let mut prefix_path = String::from("endpointPickerConfig.plugins[].parameters");
+        for (i, plugin) in plugins.iter().enumerate() {
+            let path = format!("endpointPickerConfig.plugins[{i}].parameters");
+            match plugin.plugin_type.as_str() {
+                "prefix-cache-scorer" => {
+                    prefix = parse_parameters(&plugin.parameters, &path)?;
+                    prefix_path = path;
                 }
+                "session-affinity-scorer" => {
+                    self.session = Some(session_key(&parse_parameters(&plugin.parameters, &path)?, &path)?);
+                }
+                _ => {}
             }
         }
+        if prefix.block_size_tokens == 0 || prefix.max_prefix_blocks_to_match == 0 {
+            return Err(ConfigError::new(prefix_path, "blockSizeTokens and maxPrefixBlocksToMatch must be ≥ 1"));
+        }
+        if prefix.max_prefix_blocks_to_match > MAX_EVENT_HASHES {
+            return Err(ConfigError::new(
+                format!("{prefix_path}.maxPrefixBlocksToMatch"),
+                format!(
+                    "{} is more than a routing event carries ({MAX_EVENT_HASHES} blocks); every worker must apply exactly \
+                     what was routed, so longer prefixes cannot be matched",
+                    prefix.max_prefix_blocks_to_match
+                ),
+            ));
+        }
+        self.prefix = PrefixSettings {
+            block_size_tokens: prefix.block_size_tokens,
+            block_bytes: (prefix.block_size_tokens as usize).saturating_mul(self.limits.chars_per_token as usize),
+            max_prefix_blocks: prefix.max_prefix_blocks_to_match,
+            lru_capacity_per_server: prefix.lru_capacity_per_server.max(1),
+            max_total_blocks: prefix.max_total_blocks.max(1),
+        };
         Ok(())
     }
 
@@ -424,81 +441,33 @@ impl PluginConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_configuration_is_complete() {
-        let config = PluginConfig::from_json(b"{}").unwrap();
-        assert_eq!(config.mode, Mode::Envoy);
-        assert_eq!(config.inference_paths, vec!["/v1/completions", "/v1/chat/completions"]);
-        assert_eq!(config.headers.destination, "x-gateway-destination-endpoint");
-        assert_eq!(config.prefix, PrefixSettings::default());
-        assert_eq!(config.pool.refresh_interval_ms, 50);
+/// The session key from `session-affinity-scorer`'s parameters: inline, or from the VM's environment.
+fn session_key(params: &SessionAffinityParams, path: &str) -> Result<SessionKey, ConfigError> {
+    let key = match (&params.secret, &params.secret_env) {
+        (Some(secret), None) => secret.clone(),
+        (None, Some(name)) => std::env::var(name).map_err(|_| {
+            ConfigError::new(
+                format!("{path}.secretEnv"),
+                format!(
+                    "environment variable {name} is not set in the wasm VM (Envoy: list it in \
+                     vm_config.environment_variables.host_env_keys)"
+                ),
+            )
+        })?,
+        (Some(_), Some(_)) => return Err(ConfigError::new(path, "give either secret or secretEnv, not both")),
+        (None, None) => {
+            return Err(ConfigError::new(
+                path,
+                "session-affinity-scorer needs a key to authenticate its tokens: secretEnv (an environment \
+                 variable of the VM) or secret",
+            ));
+        }
+    };
+    if key.trim().len() < MIN_KEY_BYTES {
+        return Err(ConfigError::new(path, format!("the session key must be at least {MIN_KEY_BYTES} bytes")));
     }
-
-    #[test]
-    fn a_typo_is_an_error_naming_the_field() {
-        let err = PluginConfig::from_json(br#"{"pool":{"refreshIntervalMS":10}}"#).unwrap_err();
-        assert_eq!(err.path, "pool.refreshIntervalMS");
-        assert!(err.message.contains("unknown field `refreshIntervalMS`"), "{err}");
-    }
-
-    #[test]
-    fn a_wrong_type_names_the_nested_path() {
-        let err = PluginConfig::from_json(
-            br#"{"endpointPickerConfig":{"plugins":[{"type":"queue-scorer"},{"type":"prefix-cache-scorer","parameters":{"blockSizeTokens":"x"}}]}}"#,
-        )
-        .unwrap_err();
-        assert_eq!(err.path, "endpointPickerConfig.plugins[1].parameters.blockSizeTokens");
-        assert!(err.to_string().contains("expected u32"), "{err}");
-    }
-
-    #[test]
-    fn debug_header_takes_a_flag_or_a_format() {
-        let read = |v: &str| PluginConfig::from_json(format!(r#"{{"debugHeader":{v}}}"#).as_bytes());
-        assert_eq!(read("false").unwrap().debug_header, DebugHeader::Off);
-        assert_eq!(read("true").unwrap().debug_header, DebugHeader::Summary);
-        assert_eq!(read(r#""summary""#).unwrap().debug_header, DebugHeader::Summary);
-        assert_eq!(read(r#""json""#).unwrap().debug_header, DebugHeader::Json);
-        let err = read(r#""yaml""#).unwrap_err();
-        assert_eq!(err.path, "debugHeader");
-        assert!(err.message.contains("unknown debug header format 'yaml'"), "{err}");
-        let err = read("3").unwrap_err();
-        assert!(err.message.contains(r#"expected true, false, "summary" or "json""#), "{err}");
-    }
-
-    #[test]
-    fn static_endpoints_must_be_addresses() {
-        let err = PluginConfig::from_json(br#"{"pool":{"endpoints":["10.0.0.1:8000","vllm:8000"]}}"#).unwrap_err();
-        assert_eq!(err.path, "pool.endpoints[1]");
-    }
-
-    #[test]
-    fn mode_and_prefix_settings_are_read() {
-        let config = PluginConfig::from_json(
-            br#"{"mode":"service-extensions","endpointPickerConfig":{"plugins":[{"type":"prefix-cache-scorer","parameters":{"blockSizeTokens":32,"maxPrefixBlocksToMatch":64,"lruCapacityPerServer":1000}}]}}"#,
-        )
-        .unwrap();
-        assert_eq!(config.mode, Mode::ServiceExtensions);
-        assert_eq!(config.prefix.block_size_tokens, 32);
-        assert_eq!(config.prefix.max_prefix_blocks, 64);
-        assert_eq!(config.prefix.lru_capacity_per_server, 1000);
-        assert_eq!(config.prefix.block_chars(&config.limits), 128);
-    }
-
-    #[test]
-    fn objectives_give_priorities() {
-        let config = PluginConfig::from_json(br#"{"objectives":{"batch":-1,"chat":10},"defaultPriority":0}"#).unwrap();
-        assert_eq!(config.priority_of(Some("batch")), -1);
-        assert_eq!(config.priority_of(Some("chat")), 10);
-        assert_eq!(config.priority_of(Some("other")), 0);
-        assert_eq!(config.priority_of(None), 0);
-    }
-
-    #[test]
-    fn not_json_is_an_error() {
-        assert!(PluginConfig::from_json(b"mode: envoy").is_err());
-    }
+    Ok(SessionKey::new(key.trim().as_bytes().to_vec(), params.ttl_seconds))
 }
+
+#[cfg(test)]
+mod tests;
