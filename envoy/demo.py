@@ -175,7 +175,7 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
     say()
     say(f"{BOLD}What the plugin learned{RESET} (it starts from limits.charsPerToken = 4 and learns from the pods' "
         "usage.prompt_tokens)")
-    stat = f"wasmcustom.{experiment.BYTES_PER_TOKEN_STAT}"
+    stat = experiment.BYTES_PER_TOKEN_STAT
     if learned is None:
         say(f"    {stat}: not reported by this build of the plugin")
     else:

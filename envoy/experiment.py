@@ -33,13 +33,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import render  # noqa: E402
 import stack as stack_mod  # noqa: E402
-from names import MODEL  # noqa: E402
+from names import MODEL, Stat, envoy_stat  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # A load run may take this long beyond its --duration (draining the requests still in flight).
 LOAD_DRAIN_S = 90
-# The plugin's learned bytes per token (a gauge, x100), as Envoy names it (`wasmcustom.` prefix).
-BYTES_PER_TOKEN_STAT = "wis.prefix.bytes_per_token_x100"
+# The plugin's learned bytes per token over the pool (a gauge, x100), as Envoy names it.
+BYTES_PER_TOKEN_STAT = envoy_stat(Stat.BYTES_PER_TOKEN_X100)
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -384,9 +384,9 @@ class Result:
 
     @property
     def bytes_per_token(self) -> float | None:
-        """The plugin's learned UTF-8 bytes per token (mean over models and gateways)."""
-        values = [v for k, v in self.plugin_stats.items() if BYTES_PER_TOKEN_STAT in k]
-        return sum(values) / len(values) / 100 if values else None
+        """The plugin's learned UTF-8 bytes per token over the pool (mean over gateways)."""
+        value = self.plugin_stats.get(BYTES_PER_TOKEN_STAT)
+        return value / 100 if value else None
 
     def to_json(self) -> dict:
         return {"router": self.router, "workload": self.workload, "summary": self.summary,
