@@ -74,7 +74,7 @@ def profile_workloads(a: argparse.Namespace) -> list[experiment.Workload]:
 def saturation_workloads(a: argparse.Namespace) -> list[experiment.Workload]:
     """Each text profile at the quality part's saturating load: no cap on running sequences (the
     simulator profile's 256), so round-robin's uncached prefills queue and TTFT shows it."""
-    shape = experiment.FleetShape(kv_blocks=a.kv_blocks, max_num_seqs=None, conversations=a.groups,
+    shape = experiment.FleetShape(kv_blocks=a.kv_blocks, max_num_seqs=None, groups=a.groups,
                                   concurrency=a.concurrency, duration_s=a.duration)
     return [experiment.text_profile(p, shape, name=f"{p.name}-saturating") for p in experiment.TEXT_PROFILES
             if p.name in a.saturation_profiles]

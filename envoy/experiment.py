@@ -185,7 +185,8 @@ class FleetShape:
     kv_blocks: int = 800
     # None: the simulator profile's own (256 on the L4 profile)
     max_num_seqs: int | None = 8
-    conversations: int = 32
+    # System prompts (`sim load --groups`); every conversation starts from one of them.
+    groups: int = 32
     turns: int = 6
     concurrency: int = 16
     duration_s: int = 30
@@ -197,13 +198,13 @@ def text_profile(profile: TextProfile, shape: FleetShape, name: str | None = Non
     tokenizer, tok_name = profile.tokenizer_args()
     return Workload(
         name or profile.name,
-        ("--workload", profile.workload, "--groups", str(shape.conversations), "--system-tokens", "500",
+        ("--workload", profile.workload, "--groups", str(shape.groups), "--system-tokens", "500",
          "--question-tokens", "40", "--output-tokens", "48", "--turns", str(shape.turns),
          "--concurrency", str(shape.concurrency)),
         shape.duration_s,
         ("--num-gpu-blocks", str(shape.kv_blocks),
          *(("--max-num-seqs", str(shape.max_num_seqs)) if shape.max_num_seqs else ()), *PROMPT_DETAILS),
-        f"{profile.note}, {tok_name}: {shape.conversations} system prompts of 500 tokens, conversations of "
+        f"{profile.note}, {tok_name}: {shape.groups} system prompts of 500 tokens, conversations of "
         f"{shape.turns} turns, concurrency {shape.concurrency}, pods of {shape.kv_blocks} KV blocks"
         + (f" and {shape.max_num_seqs} running sequences" if shape.max_num_seqs else ""),
         tokenizer,
@@ -213,7 +214,7 @@ def text_profile(profile: TextProfile, shape: FleetShape, name: str | None = Non
 def kv_pressure(shape: FleetShape) -> Workload:
     """English conversations whose KV demand exceeds the fleet's cache: 64 system prompts at
     concurrency 24 on pods of 700 blocks (the regime where only a precise index keeps its hits)."""
-    pressure = FleetShape(kv_blocks=700, max_num_seqs=shape.max_num_seqs, conversations=64, turns=shape.turns,
+    pressure = FleetShape(kv_blocks=700, max_num_seqs=shape.max_num_seqs, groups=64, turns=shape.turns,
                           concurrency=24, duration_s=shape.duration_s)
     w = text_profile(TEXT_PROFILES[0], pressure, name="kv-pressure")
     return Workload(w.name, w.load_args, w.duration_s, w.fleet_args, "KV pressure: " + w.note, w.tokenizer)
