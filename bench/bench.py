@@ -90,7 +90,7 @@ def run_matrix(a: argparse.Namespace, base: Path, routers: list[str], plan: list
             say(f"    {router:26s} ...")
             try:
                 r = experiment.run_fresh(base, router, w, a.pods, plugin_config=a.plugin_config, seed=SEED)
-            except stack_mod.StackError as e:
+            except (stack_mod.StackError, OSError) as e:  # OSError: e.g. the disk is full
                 say(f"      failed: {str(e)[:2000]}")
                 continue
             results.append(r)

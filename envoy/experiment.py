@@ -462,7 +462,10 @@ def run_fresh(
     with stack_mod.Stack(run_dir) as stack:
         pool = stack.start_fleet(pods, workload.fleet_argv)
         router = start_router(stack, router_name, pool, plugin_config=plugin_config)
-        return measure(stack, router, pool, workload, run_dir.file("load.json"), seed=seed)
+        result = measure(stack, router, pool, workload, run_dir.file("load.json"), seed=seed)
+    # Kept beside the logs: what the run measured, also when a later run of the same bench fails.
+    run_dir.file("result.json").write_text(json.dumps(result.to_json(), indent=1))
+    return result
 
 
 def progress_line(label: str, workload: Workload) -> Progress:
