@@ -492,13 +492,22 @@ def main(argv: list[str] | None = None) -> int:
     if "overhead" in a.only:
         say(f"overhead: instant pods, 1 and {a.overhead_connections} connections, {a.overhead_duration} s per proxy "
             f"in {a.overhead_rounds} interleaved rounds")
-        o_rows = overhead.run(base, a.pods, a.overhead_duration, a.overhead_connections, a.overhead_rounds)
+        try:
+            o_rows = overhead.run(base, a.pods, a.overhead_duration, a.overhead_connections, a.overhead_rounds)
+        except (RuntimeError, OSError) as e:  # StackError is a RuntimeError
+            say(f"  overhead run failed: {str(e)[:2000]}")
     if "host" in a.only:
         say("host: host-tests' per-request benchmark in wasmtime (short mode)")
-        host = host_bench(a, base)
+        try:
+            host = host_bench(a, base)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            say(f"  host-tests benchmark failed: {e}")
     if "scraper" in a.only:
         say("scraper: 256 fixture pods scraped every 50 ms")
-        scraper = scraper_cost(a)
+        try:
+            scraper = scraper_cost(a)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            say(f"  scraper bench failed: {e}")
     results = write_report(a, base, started, profiles, saturation, quality, o_rows, host, scraper)
     say(f"written: {results.relative_to(ROOT)}/REPORT.md")
     return 0
