@@ -1,23 +1,22 @@
 #!/usr/bin/env python3
 """`./build.sh bench`: in-proxy scheduling against what users would otherwise pick, measured side by
-side in one run, on the same simulated vLLM fleet and workload.
+side in one run. Nothing here is a test: numbers are measured and reported, never asserted.
 
-Quality: for each router a fresh fleet, then `sim load` with the shared-prefix and multi-turn chat
-workloads at a load that saturates round-robin. Routers: Envoy round-robin, Envoy least-request,
-vllm-router (cache_aware, power_of_two), Envoy + this plugin (llm-d default profile), Envoy + wis-epp
-(the same core out of proxy, over ext_proc as GAIE's gateways call an Endpoint Picker), and the ideal
-reference: every system-prompt group pinned to one pod by the load generator itself, no proxy.
-Reports TTFT p50/p90/p99, output tokens/s, the fleet's prefix-cache hit rate (from the pods'
-counters), errors, and the proxy's CPU seconds per 1,000 requests (from /proc).
+Parts (`--only` runs some of them):
+  profiles   quality where the simulator does not fit the plugin's assumptions: multi-turn
+             conversations in English (real BPE), code, Chinese, fixed 1.5 and 3 characters per token,
+             and under KV pressure; routers: ideal pinning, round-robin, vllm-router cache_aware, the
+             plugin, and two gateways with the plugin (envoy/experiment.py: TEXT_PROFILES, kv_pressure)
+  saturation the same text profiles at a load that saturates round-robin (ideal, round-robin, plugin)
+  quality    every peer on shared-prefix and multi-turn chat at that load, wis-epp (the same core out
+             of proxy, over ext_proc) beside the in-proxy plugin
+  overhead   what each proxy adds per request against an instant backend (bench/overhead.py)
+  host       the plugin's own per-request cost in wasmtime (host-tests' Criterion benchmark, short mode)
+  scraper    the scraper sidecar's CPU and memory scraping 256 pods (scraper/bench.sh)
 
-Overhead: pods that answer at once (simulator time scale 0.001, one output token), the same
-concurrency, four proxies: Envoy without a filter (the floor), Envoy + plugin, Envoy + an ext_proc
-picker (bench/ext-proc-picker, round-robin, buffered body: the bare hop), Envoy + wis-epp (the
-plugin's algorithm behind the hop, FULL_DUPLEX_STREAMED both ways as GAIE wires it). `wrk` measures
-latency percentiles in microseconds and requests/s; each is reported against the floor.
-
-Writes bench/results/REPORT.md, quality.svg, overhead.svg and results.json; prints the tables.
-Nothing here is a test: numbers are reported, never asserted.
+Writes bench/results/REPORT.md (with a "Goals" section: issues 14's, 15's and 16's targets against what
+this run measured), the SVG charts and results.json; a --quick, --only or --plugin-config run writes
+to bench/results/quick/ and leaves the committed results alone.
 """
 
 from __future__ import annotations
@@ -26,275 +25,124 @@ import argparse
 import json
 import os
 import re
-import shutil
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "envoy"))
+sys.path.insert(0, str(ROOT / "bench"))
+import experiment  # noqa: E402
+import overhead  # noqa: E402
 import stack as stack_mod  # noqa: E402
-from names import MODEL  # noqa: E402
+from experiment import Result, fixed, ms, pct, say  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PARTS = ("profiles", "saturation", "quality", "overhead", "host", "scraper")
+QUALITY_ROUTERS = ("envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware", "vllm-router-power_of_two",
+                   "envoy-plugin", "envoy-wis-epp", "ideal-pinned")
+PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "vllm-router-cache_aware", "envoy-plugin", "two-gateways")
+SATURATION_ROUTERS = ("ideal-pinned", "envoy-round-robin", "envoy-plugin")
+# --quick: two text profiles and the routers the goals compare, short runs.
+QUICK_PROFILES = ("english", "cjk")
+QUICK_SATURATION_PROFILES = ("english",)
+QUICK_PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "envoy-plugin", "two-gateways")
+# The seed of every load run: the same requests for every router.
+SEED = 7
+# Workload name -> the true UTF-8 bytes per token of its text on its fleet's tokenizer (sim tokenize).
+TEXT_BYTES_PER_TOKEN: dict[str, float | None] = {}
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
+def quality_workloads(a: argparse.Namespace) -> list[experiment.Workload]:
+    fleet = ("--num-gpu-blocks", str(a.kv_blocks), *experiment.PROMPT_DETAILS)
+    tokenizer = experiment.real_bpe()[0]
+    return [experiment.shared_prefix(a.groups, a.concurrency, a.duration, fleet, tokenizer),
+            experiment.multi_turn(max(1, a.groups // 2), a.concurrency, a.duration, fleet, tokenizer)]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+def profile_workloads(a: argparse.Namespace) -> list[experiment.Workload]:
+    shape = experiment.FleetShape(concurrency=a.profile_concurrency, duration_s=a.profile_duration)
+    chosen = [p for p in experiment.TEXT_PROFILES if p.name in a.profiles]
+    out = [experiment.text_profile(p, shape) for p in chosen]
+    if "kv-pressure" in a.profiles:
+        out.append(experiment.kv_pressure(shape))
+    return out
 
 
-@dataclass
-class Router:
-    """A running router: where to send requests and which process to charge CPU to."""
-
-    name: str
-    url: str
-    pid: int | None
-    # Further processes the router's CPU is charged with (wis-epp next to its Envoy).
-    extra_pids: tuple[int, ...] = ()
-
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p) for p in (self.pid, *self.extra_pids) if p)
+def saturation_workloads(a: argparse.Namespace) -> list[experiment.Workload]:
+    """Each text profile at the quality part's saturating load: no cap on running sequences (the
+    simulator profile's 256), so round-robin's uncached prefills queue and TTFT shows it."""
+    shape = experiment.FleetShape(kv_blocks=a.kv_blocks, max_num_seqs=None, groups=a.groups,
+                                  concurrency=a.concurrency, duration_s=a.duration)
+    return [experiment.text_profile(p, shape, name=f"{p.name}-saturating") for p in experiment.TEXT_PROFILES
+            if p.name in a.saturation_profiles]
 
 
-@dataclass
-class QualityRow:
-    router: str
-    workload: str
-    summary: dict
-    proxy_cpu_s: float | None
-    requests: int
-
-    @property
-    def cpu_per_1000(self) -> float | None:
-        if self.proxy_cpu_s is None or not self.requests:
-            return None
-        return 1000 * self.proxy_cpu_s / self.requests
-
-
-@dataclass
-class OverheadRow:
-    proxy: str
-    connections: int
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    rps: float
-    errors: int = 0
-    # Interleaved rounds this row is the median of.
-    rounds: int = 1
+def run_matrix(a: argparse.Namespace, base: Path, routers: list[str], plan: list[experiment.Workload]) -> list[Result]:
+    """Every workload through every router, a fresh fleet each; a failed run is reported and skipped."""
+    results: list[Result] = []
+    for w in plan:
+        say(f"  {w.name}: {w.note}; the text has {fixed(TEXT_BYTES_PER_TOKEN.setdefault(w.name, experiment.text_bytes_per_token(w)))} "
+            "bytes/token")
+        for router in routers:
+            say(f"    {router:26s} ...")
+            try:
+                r = experiment.run_fresh(base, router, w, a.pods, plugin_config=a.plugin_config, seed=SEED)
+            except (stack_mod.StackError, OSError) as e:  # OSError: e.g. the disk is full
+                say(f"      failed: {str(e)[:2000]}")
+                continue
+            results.append(r)
+            say(f"      TTFT p90 {ms(r.ttft('p90'))}, hit rate {pct(r.hit_rate)}, turn affinity "
+                f"{fixed(r.turn_affinity)}, learned bytes/token {fixed(r.bytes_per_token)}, errors {r.errors}")
+    return results
 
 
-@dataclass
-class Args:
-    pods: int
-    groups: int
-    concurrency: int
-    duration: int
-    kv_blocks: int
-    overhead_duration: int
-    overhead_connections: int
-    overhead_rounds: int
-    quick: bool
-    routers: list[str] = field(default_factory=list)
-    # Merged over the plugin's rendered configuration (--plugin-config): to measure another profile.
-    plugin_config: dict | None = None
+# --- host-tests ----------------------------------------------------------------------------------
 
 
-QUALITY_ROUTERS = ["envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware",
-                   "vllm-router-power_of_two", "envoy-plugin", "envoy-wis-epp", "ideal-pinned"]
-# The overhead run: the floor (Envoy without a filter), Envoy + plugin, Envoy + an ext_proc picker,
-# Envoy + wis-epp (the plugin's core behind the ext_proc hop).
-OVERHEAD_PROXIES = ("no-filter", "plugin", "ext-proc", "wis-epp")
-# How the report names the rows that are not plain scenario names.
-LABELS = {"envoy-wis-epp": "Envoy + wis-epp (ext_proc)", "wis-epp": "Envoy + wis-epp (ext_proc)"}
-
-
-def workloads(a: Args) -> list[tuple[str, list[str]]]:
-    return [
-        ("shared-prefix", ["--workload", "shared-prefix", "--groups", str(a.groups), "--system-tokens", "1000",
-                           "--question-tokens", "100", "--output-tokens", "32"]),
-        ("multi-turn", ["--workload", "multi-turn", "--groups", str(max(1, a.groups // 2)), "--system-tokens", "600",
-                        "--question-tokens", "80", "--output-tokens", "48", "--turns", "5"]),
-    ]
-
-
-def start_router(stack: stack_mod.Stack, name: str, pool: list[str], plugin_config: dict | None = None) -> Router:
-    if name == "envoy-wis-epp":
-        # The plugin's configuration (the same profile as envoy-plugin) goes to wis-epp, which scrapes
-        # the pods itself; its CPU is charged to the router with Envoy's.
-        epp = stack.start_epp(pool, plugin_config=plugin_config)
-        envoy = stack.start_envoy("wis-epp", pool, ext_proc=epp.grpc, workers=2, access_log=False)
-        return Router(name, envoy.url, envoy.process.pid, (epp.process.pid,))
-    if name.startswith("envoy-"):
-        scenario = name.removeprefix("envoy-")
-        scraper = stack.start_scraper(pool) if scenario == "plugin" else None
-        config = plugin_config if scenario == "plugin" else None
-        envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=2, access_log=False, plugin_config=config)
-        return Router(name, envoy.url, envoy.process.pid)
-    if name.startswith("vllm-router-"):
-        policy = name.removeprefix("vllm-router-")
-        port, metrics_port = stack_mod.free_ports(2)
-        binary = Path(sys.executable).parent / "vllm-router"
-        argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
-                "--prometheus-host", "127.0.0.1", "--prometheus-port", str(metrics_port),
-                "--log-level", "warning", "--worker-urls", *[f"http://{p}" for p in pool]]
-        proc = stack.spawn(name, argv)
-        address = f"127.0.0.1:{port}"
-        stack_mod.wait_until(f"{name} {address}", lambda: proc.alive() and stack_mod.http_get(address, "/health")[0] == 200,
-                             60.0, proc.failure_note)
-        return Router(name, f"http://{address}", proc.pid)
-    raise ValueError(name)
-
-
-def run_load(stack: stack_mod.Stack, target: list[str], extra: list[str], a: Args, out: Path, pool: list[str]) -> dict:
-    # The fleet serves names.MODEL (stack.start_fleet); the load asks for it by that name.
-    argv = [stack_mod.sim_binary(), "load", "--target", ",".join(target), "--model", MODEL, *extra,
-            "--concurrency", str(a.concurrency), "--duration", f"{a.duration}s",
-            "--fleet", ",".join(pool), "--out", out, "--seed", "7"]
-    proc = stack.spawn(f"load-{out.stem}", argv)
-    deadline = time.monotonic() + a.duration + 90
-    while proc.alive():
-        if time.monotonic() > deadline:
-            proc.stop()
-            raise stack_mod.StackError(f"sim load did not finish{proc.failure_note()}")
-        time.sleep(0.5)
-    if proc.popen is None or proc.popen.returncode != 0 or not out.is_file():
-        raise stack_mod.StackError(f"sim load failed{proc.failure_note()}")
-    return json.loads(out.read_text())
-
-
-def quality(a: Args, base: Path) -> list[QualityRow]:
-    rows: list[QualityRow] = []
-    for router_name in a.routers:
-        for wname, wargs in workloads(a):
-            run_dir = stack_mod.RunDir(base / f"{router_name}-{wname}")
-            run_dir.path.mkdir(parents=True, exist_ok=True)
-            with stack_mod.Stack(run_dir) as stack:
-                pool = stack.start_fleet(a.pods, ["--num-gpu-blocks", str(a.kv_blocks), "--enable-prompt-tokens-details"])
-                out = run_dir.file("load.json")
-                say(f"  {router_name:26s} {wname:13s} ...")
-                if router_name == "ideal-pinned":
-                    report = run_load(stack, [f"http://{p}" for p in pool], [*wargs, "--spread", "group"], a, out, pool)
-                    cpu = None
-                else:
-                    router = start_router(stack, router_name, pool, a.plugin_config)
-                    before = router.cpu_seconds() if router.pid else float("nan")
-                    report = run_load(stack, [router.url], wargs, a, out, pool)
-                    cpu = router.cpu_seconds() - before if router.pid else None
-            s = report["summary"]
-            rows.append(QualityRow(router_name, wname, s, cpu, int(s.get("ok", 0)) + int(s.get("errors", 0))))
-            say(f"      TTFT p90 {fmt_ms(s['ttft_s'].get('p90'))}, hit rate {fmt_pct(s.get('prefix_cache_hit_rate'))}, "
-                f"errors {s.get('errors', 0)}")
+def host_bench(a: argparse.Namespace, base: Path) -> list[dict] | None:
+    """host-tests' Criterion benchmark in short mode; its rows from the JSON it writes."""
+    out = base / "host-bench.json"
+    env = {**os.environ, "WIS_HOST_BENCH_JSON": str(out), "WIS_HOST_BENCH_QUICK": "1"}
+    log = base / "host-bench.log"
+    with open(log, "wb") as f:
+        proc = subprocess.run(["cargo", "bench", "--locked", "-p", "host-tests", "--bench", "per_request"],
+                              cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=3600)
+    if proc.returncode != 0 or not out.is_file():
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        say(f"  host-tests benchmark failed (exit {proc.returncode}, log {log}):\n    " + "\n    ".join(tail))
+        return None
+    rows = json.loads(out.read_text())
+    # Cases the plugin could not be set up for are left out of the JSON and said on stderr.
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("per_request: ") and " not measured: " in line:
+            case, why = line.removeprefix("per_request: ").split(" not measured: ", 1)
+            HOST_NOT_MEASURED.append((case, why))
+            say(f"  {case}: not measured ({why})")
+    for r in rows:
+        say(f"  {r['endpoints']:5d} endpoints, {r['prompt_chars']:7d} chars: {r['us_per_request']:8.1f} µs/request, "
+            f"shared data {r['shared_bytes']} bytes")
     return rows
 
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-local bodies = {}
-for i = 1, 64 do
-  bodies[i] = '{"model":"MODEL","max_tokens":1,"messages":[{"role":"system","content":"You are a helpful assistant for request ' .. i .. ', answering briefly and precisely."},{"role":"user","content":"Say hello number ' .. i .. '."}]}'
-end
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, "/v1/chat/completions", nil, bodies[(n % 64) + 1])
-end
-"""
+# (case, reason) of every host-tests case the benchmark could not measure.
+HOST_NOT_MEASURED: list[tuple[str, str]] = []
 
 
-def parse_wrk(text: str) -> OverheadRow:
-    def to_us(value: str, unit: str) -> float:
-        return float(value) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
-
-    pct = {m.group(1): to_us(m.group(2), m.group(3))
-           for m in re.finditer(r"^\s+(50|90|99)(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)}
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errs = int(errors.group(1)) if errors else 0
-    if socket:
-        errs += sum(int(g) for g in socket.groups())
-    if not (pct.get("50") and rps):
-        raise RuntimeError(f"could not read wrk's output:\n{text}")
-    return OverheadRow("", 0, pct["50"], pct.get("90", float("nan")), pct.get("99", float("nan")), float(rps.group(1)), errs)
+def host_table(rows: list[dict]) -> list[str]:
+    lines = ["| endpoints | prompt chars | µs / request | shared data bytes |", "|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['endpoints']:,} | {r['prompt_chars']:,} | {r['us_per_request']:.1f} | {r['shared_bytes']:,} |")
+    return lines + [f"\nNot measured: {case} ({why})." for case, why in HOST_NOT_MEASURED]
 
 
-def overhead(a: Args, base: Path) -> list[OverheadRow]:
-    wrk = shutil.which("wrk")
-    if not wrk:
-        raise RuntimeError("wrk is not installed (bench/run.sh installs it from Debian)")
-    run_dir = stack_mod.RunDir(base / "overhead")
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    script = run_dir.file("post.lua")
-    script.write_text(WRK_SCRIPT.replace("MODEL", MODEL))
-    rows: list[OverheadRow] = []
-    settings = (1, a.overhead_connections)
-    seconds = max(3, round(a.overhead_duration / a.overhead_rounds))
-    with stack_mod.Stack(run_dir) as stack:
-        pool = stack.start_fleet(a.pods, ["--time-scale", "0.001"])
-        envoys: dict[str, stack_mod.Envoy] = {}
-        for proxy in OVERHEAD_PROXIES:
-            ext_proc = None
-            if proxy == "ext-proc":
-                ext_proc = f"127.0.0.1:{stack_mod.free_port()}"
-                picker = stack.spawn("ext-proc-picker", [os.environ["WIS_EXT_PROC_BIN"], "--listen", ext_proc, "--pool", ",".join(pool)])
-                stack_mod.wait_until("ext-proc-picker", lambda: picker.alive() and stack_mod._accepts(ext_proc), 20.0, picker.failure_note)
-            if proxy == "wis-epp":
-                ext_proc = stack.start_epp(pool).grpc
-            envoys[proxy] = stack.start_envoy(proxy, pool, ext_proc=ext_proc, workers=2, access_log=False, name=f"envoy-{proxy}")
-
-        def wrk_run(url: str, connections: int, duration: str, latency: bool) -> str:
-            cmd = [wrk, f"-t{min(2, connections)}", f"-c{connections}", "-s", str(script), f"-d{duration}"]
-            out = subprocess.run([*cmd, *(["--latency"] if latency else []), url],
-                                 capture_output=True, text=True, timeout=a.overhead_duration + 60)
-            return out.stdout + out.stderr
-
-        for envoy in envoys.values():
-            for connections in settings:
-                wrk_run(envoy.url, connections, "3s", latency=False)  # warm-up
-        # The proxies take turns, round after round, so drift on a shared machine (a noisy
-        # neighbour, CPU frequency) falls on all of them alike; each row is the median of its rounds.
-        # One connection: no queueing, so the difference to the floor is the time the proxy adds on
-        # the request path. Many connections: the machine saturates, which shows throughput.
-        samples: dict[tuple[str, int], list[OverheadRow]] = {}
-        for round_no in range(1, a.overhead_rounds + 1):
-            for proxy, envoy in envoys.items():
-                for connections in settings:
-                    text = wrk_run(envoy.url, connections, f"{seconds}s", latency=True)
-                    run_dir.file(f"wrk-{proxy}-c{connections}-round{round_no}.txt").write_text(text)
-                    samples.setdefault((proxy, connections), []).append(parse_wrk(text))
-        for (proxy, connections), runs in samples.items():
-            row = median_row(proxy, connections, runs)
-            rows.append(row)
-            say(f"  {proxy:10s} c={connections:<3d} p50 {row.p50_us:8.0f} µs  p99 {row.p99_us:8.0f} µs  "
-                f"{row.rps:8.0f} req/s  errors {row.errors}  (median of {row.rounds}; req/s "
-                f"{min(r.rps for r in runs):.0f}..{max(r.rps for r in runs):.0f})")
-    return rows
+# --- scraper -------------------------------------------------------------------------------------
 
 
-def median_row(proxy: str, connections: int, runs: list[OverheadRow]) -> OverheadRow:
-    """Each measure's median over the rounds (errors add up)."""
-    med = statistics.median
-    return OverheadRow(proxy, connections, med([r.p50_us for r in runs]), med([r.p90_us for r in runs]),
-                       med([r.p99_us for r in runs]), med([r.rps for r in runs]), sum(r.errors for r in runs), len(runs))
-
-
-def scraper_cost(a: Args) -> dict | None:
+def scraper_cost(a: argparse.Namespace) -> dict | None:
     """scraper/bench.sh: the sidecar's CPU and resident memory scraping 256 pods every 50 ms."""
     seconds = "8" if a.quick else "20"
     out = subprocess.run(["bash", str(ROOT / "scraper" / "bench.sh"), "256", "50", seconds],
@@ -309,71 +157,158 @@ def scraper_cost(a: Args) -> dict | None:
     return result
 
 
-def fmt_ms(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 1000:.0f} ms"
+# --- goals ---------------------------------------------------------------------------------------
 
 
-def fmt_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+@dataclass
+class Goal:
+    """One of issue 14's or 16's targets and what this run measured for it."""
+
+    what: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
 
 
-def quality_table(rows: list[QualityRow]) -> list[str]:
-    lines = ["| workload | router | TTFT p50 | TTFT p90 | TTFT p99 | output tok/s | prefix-cache hit rate | errors | proxy CPU s / 1k req |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        s = r.summary
-        cpu = "n/a" if r.cpu_per_1000 is None else f"{r.cpu_per_1000:.2f}"
-        lines.append(f"| {r.workload} | {LABELS.get(r.router, r.router)} | {fmt_ms(s['ttft_s'].get('p50'))} | {fmt_ms(s['ttft_s'].get('p90'))} | "
-                     f"{fmt_ms(s['ttft_s'].get('p99'))} | {s.get('output_tokens_per_s', 0):.0f} | "
-                     f"{fmt_pct(s.get('prefix_cache_hit_rate'))} | {s.get('errors', 0)} | {cpu} |")
-    return lines
+def goal(what: str, target: str, value: float | None, ok: Callable[[float], bool], shown: str | None = None) -> Goal:
+    if value is None:
+        return Goal(what, target, "n/a", None)
+    return Goal(what, target, shown if shown is not None else fixed(value), bool(ok(value)))
 
 
-def overhead_table(rows: list[OverheadRow]) -> list[str]:
-    lines = ["| proxy | connections | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s | req/s vs floor | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r.connections, r.proxy != "no-filter")):
-        floor = next((f for f in rows if f.proxy == "no-filter" and f.connections == r.connections), None)
-        added50 = r.p50_us - floor.p50_us if floor else float("nan")
-        added99 = r.p99_us - floor.p99_us if floor else float("nan")
-        ratio = r.rps / floor.rps if floor and floor.rps else float("nan")
-        lines.append(f"| {LABELS.get(r.proxy, r.proxy)} | {r.connections} | {r.p50_us:.0f} | {r.p99_us:.0f} | {added50:+.0f} | {added99:+.0f} | "
-                     f"{r.rps:.0f} | {ratio:.2f}x | {r.errors} |")
-    return lines
+def times(v: float) -> str:
+    return f"{v:.1f}x"
 
 
-def in_and_out_of_proxy(q_rows: list[QualityRow], o_rows: list[OverheadRow]) -> list[str]:
-    """The same algorithm in-proxy (the .wasm) and out-of-proxy (wis-epp): hit rate per workload
-    (the goal is within 2 points) and what the ext_proc hop costs per request."""
+def quality_goals(profiles: list[Result], saturation: list[Result], quality: list[Result],
+                  plan: dict[str, experiment.Workload]) -> list[Goal]:
+    goals: list[Goal] = []
+    for workload, peers in experiment.peers_of(profiles).items():
+        plugin, two, ideal, rr = (peers.get(n) for n in ("envoy-plugin", "two-gateways", "ideal-pinned",
+                                                          "envoy-round-robin"))
+        pressure = workload == "kv-pressure"
+        if plugin and not pressure:
+            goals.append(goal(f"{workload}: turn affinity, one gateway", "≥ 0.95", plugin.turn_affinity,
+                              lambda v: v >= 0.95))
+        if two and not pressure:
+            goals.append(goal(f"{workload}: turn affinity, two gateways alternating", "≥ 0.90", two.turn_affinity,
+                              lambda v: v >= 0.90))
+        if plugin and ideal and plugin.hit_rate is not None and ideal.hit_rate:
+            need = 0.90 if pressure else 0.95
+            goals.append(goal(f"{workload}: hit rate ÷ ideal pinning's", f"≥ {need:.2f}",
+                              plugin.hit_rate / ideal.hit_rate, lambda v, n=need: v >= n))
+        truth = TEXT_BYTES_PER_TOKEN.get(workload)
+        if plugin and truth and plugin.bytes_per_token is not None:
+            error = abs(plugin.bytes_per_token - truth) / truth
+            goals.append(goal(f"{workload}: learned bytes/token against the text's (after the run)", "within 5 %",
+                              error, lambda v: v <= 0.05,
+                              f"{plugin.bytes_per_token:.2f} vs {truth:.2f} ({100 * error:.1f} % off)"))
+    for workload, peers in experiment.peers_of([*saturation, *quality]).items():
+        plugin, rr = peers.get("envoy-plugin"), peers.get("envoy-round-robin")
+        p90, rr90 = (plugin.ttft("p90") if plugin else None), (rr.ttft("p90") if rr else None)
+        if p90 and rr90:
+            concurrency = plan[workload].flag("--concurrency") if workload in plan else "?"
+            goals.append(goal(f"{workload}: TTFT p90, round-robin's ÷ plugin's (concurrency {concurrency}, "
+                              "saturating)", "≥ 3x", rr90 / p90, lambda v: v >= 3, times(rr90 / p90)))
+    for workload, peers in experiment.peers_of(quality).items():
+        inside, outside = peers.get("envoy-plugin"), peers.get("envoy-wis-epp")
+        if inside and outside and inside.hit_rate is not None and outside.hit_rate is not None:
+            points = 100 * (outside.hit_rate - inside.hit_rate)
+            goals.append(goal(f"{workload}: hit rate, wis-epp (out of proxy) against the plugin (in proxy)",
+                              "within 2 points", abs(points), lambda v: v <= 2,
+                              f"{pct(outside.hit_rate)} vs {pct(inside.hit_rate)} ({points:+.1f} points)"))
+    return goals
+
+
+def in_and_out_of_proxy(quality: list[Result], rows: list[overhead.OverheadRow]) -> list[str]:
+    """The same core in proxy (the .wasm) and out of proxy (wis-epp): hit rate and TTFT per
+    workload, and what the ext_proc hop costs per request in µs and req/s."""
     lines: list[str] = []
-    for workload in dict.fromkeys(r.workload for r in q_rows):
-        rows = {r.router: r for r in q_rows if r.workload == workload}
-        inside, outside = rows.get("envoy-plugin"), rows.get("envoy-wis-epp")
-        if not (inside and outside):
+    for workload, peers in experiment.peers_of(quality).items():
+        inside, outside = peers.get("envoy-plugin"), peers.get("envoy-wis-epp")
+        if not (inside and outside and inside.hit_rate is not None and outside.hit_rate is not None):
             continue
-        hit_in = inside.summary.get("prefix_cache_hit_rate")
-        hit_out = outside.summary.get("prefix_cache_hit_rate")
-        if hit_in is None or hit_out is None:
+        lines.append(f"- {workload}: prefix-cache hit rate {pct(inside.hit_rate)} in proxy, {pct(outside.hit_rate)} "
+                     f"out of proxy ({100 * (outside.hit_rate - inside.hit_rate):+.1f} points); TTFT p90 "
+                     f"{ms(inside.ttft('p90'))} vs {ms(outside.ttft('p90'))}.")
+    for connections in sorted({r.connections for r in rows}):
+        by = {r.proxy: r for r in rows if r.connections == connections}
+        floor, inside, outside = by.get("no-filter"), by.get("plugin"), by.get("wis-epp")
+        if not (floor and inside and outside and inside.rps):
             continue
-        p90_in, p90_out = inside.summary["ttft_s"].get("p90"), outside.summary["ttft_s"].get("p90")
-        lines.append(f"- {workload}: prefix-cache hit rate {fmt_pct(hit_in)} in-proxy, {fmt_pct(hit_out)} "
-                     f"out-of-proxy ({100 * (hit_out - hit_in):+.1f} points); TTFT p90 {fmt_ms(p90_in)} vs {fmt_ms(p90_out)}.")
-    for connections in sorted({r.connections for r in o_rows}):
-        rows = {r.proxy: r for r in o_rows if r.connections == connections}
-        floor, inside, outside = rows.get("no-filter"), rows.get("plugin"), rows.get("wis-epp")
-        if not (floor and inside and outside):
-            continue
-        lines.append(f"- {connections} connection{'s' if connections > 1 else ''}: in-proxy adds "
-                     f"{inside.p50_us - floor.p50_us:+.0f} µs at p50 ({inside.rps:.0f} req/s), wis-epp adds "
+        lines.append(f"- {connections} connection{'s' if connections > 1 else ''}: the plugin adds "
+                     f"{inside.p50_us - floor.p50_us:+.0f} µs at p50 ({inside.rps:.0f} req/s), wis-epp "
                      f"{outside.p50_us - floor.p50_us:+.0f} µs ({outside.rps:.0f} req/s): the hop costs "
                      f"{outside.p50_us - inside.p50_us:+.0f} µs and {outside.rps / inside.rps:.2f}x the req/s.")
     if not lines:
         return []
-    return ["## The same algorithm in-proxy and out-of-proxy", "",
-            "`envoy-plugin` runs the scheduling core inside Envoy (the .wasm); `Envoy + wis-epp (ext_proc)` runs the "
-            "same core as a GAIE Endpoint Picker (`epp/`) that Envoy calls over ext_proc for every request (bodies "
-            "FULL_DUPLEX_STREAMED both ways, TLS), with the same profile, on the same fleet and load. Its CPU column "
-            "adds wis-epp's CPU to Envoy's.", "", *lines, ""]
+    return ["## The same core in proxy and out of proxy", "",
+            "`envoy-plugin` runs the scheduling core inside Envoy (the .wasm); `envoy-wis-epp` runs the same core "
+            "and profile as a GAIE Endpoint Picker (`epp/`) that Envoy calls over ext_proc for every request "
+            "(bodies FULL_DUPLEX_STREAMED both ways, TLS), on the same fleet and load. Its CPU figures add "
+            "wis-epp's CPU to Envoy's.", "", *lines, ""]
+
+
+def overhead_goals(rows: list[overhead.OverheadRow]) -> list[Goal]:
+    def row(proxy: str, conns: int) -> overhead.OverheadRow | None:
+        return next((r for r in rows if r.proxy == proxy and r.connections == conns), None)
+
+    goals: list[Goal] = []
+    floor1, plug1, pass1, ext1 = (row(p, 1) for p in ("no-filter", "plugin", "passthrough-wasm", "ext-proc"))
+    if floor1 and plug1 and pass1:
+        added_plugin, added_pass = plug1.p50_us - floor1.p50_us, pass1.p50_us - floor1.p50_us
+        what = "Envoy: plugin's added p50 at 1 connection ÷ pass-through wasm filter's"
+        if added_pass > 0:
+            value = added_plugin / added_pass
+            goals.append(goal(what, "≤ 1.5", value, lambda v: v <= 1.5,
+                              f"{value:.2f} ({added_plugin:+.0f} µs vs {added_pass:+.0f} µs)"))
+        else:  # the pass-through filter's cost is below this run's noise: no ratio to report
+            goals.append(Goal(what, "≤ 1.5", f"no ratio: plugin {added_plugin:+.0f} µs, pass-through "
+                              f"{added_pass:+.0f} µs (within noise)", None))
+    if floor1 and plug1 and ext1:
+        added_plugin, added_ext = plug1.p50_us - floor1.p50_us, ext1.p50_us - floor1.p50_us
+        value = added_ext / added_plugin if added_plugin > 0 else None
+        goals.append(goal("Envoy: ext_proc's added p50 ÷ plugin's (1 connection)", "≥ 5", value, lambda v: v >= 5))
+    conns = max((r.connections for r in rows), default=0)
+    floor_n, plug_n = row("no-filter", conns), row("plugin", conns)
+    if floor_n and plug_n and floor_n.rps:
+        goals.append(goal(f"Envoy: plugin's req/s at {conns} connections ÷ floor", "≥ 0.92", plug_n.rps / floor_n.rps,
+                          lambda v: v >= 0.92))
+    return goals
+
+
+# (endpoints, prompt chars) -> issue 14's per-request target in µs; None matches any.
+HOST_TARGETS = (((256, 1024), 30), ((256, 16384), 60), ((1024, None), 120), ((4096, None), 400), ((None, 400_000), 500))
+
+
+def host_goals(rows: list[dict]) -> list[Goal]:
+    goals: list[Goal] = []
+    for (endpoints, chars), target in HOST_TARGETS:
+        for r in rows:
+            if (endpoints is None or r["endpoints"] == endpoints) and (chars is None or r["prompt_chars"] == chars):
+                goals.append(goal(f"host-tests: {r['endpoints']:,} endpoints, {r['prompt_chars']:,}-char prompt",
+                                  f"≤ {target} µs", r["us_per_request"], lambda v, t=target: v <= t,
+                                  f"{r['us_per_request']:.1f} µs"))
+    for case, _ in HOST_NOT_MEASURED:
+        numbers = [int(n) for n in re.findall(r"\d+", case)]
+        targets = [t for (e, c), t in HOST_TARGETS if len(numbers) == 2 and e in (None, numbers[0]) and c in (None, numbers[1])]
+        goals.append(Goal(f"host-tests: {case}", f"≤ {targets[0]} µs" if targets else "", "not measured", None))
+    for r in rows:
+        if r["prompt_chars"] == 16384:
+            goals.append(goal(f"host-tests: shared data at {r['endpoints']:,} endpoints, 16K prompts", "≤ 256 KB",
+                              r["shared_bytes"] / 1024, lambda v: v <= 256, f"{r['shared_bytes'] / 1024:.0f} KB"))
+    return goals
+
+
+def goals_table(goals: list[Goal]) -> list[str]:
+    lines = ["| goal | target | measured | met |", "|---|---|---|---|"]
+    for g in goals:
+        met = "n/a" if g.met is None else ("yes" if g.met else "**no**")
+        lines.append(f"| {g.what} | {g.target} | {g.measured} | {met} |")
+    return lines
+
+
+# --- charts and the report -----------------------------------------------------------------------
 
 
 def bar_svg(title: str, groups: list[str], series: list[tuple[str, list[float]]], unit: str) -> str:
@@ -402,6 +337,15 @@ def bar_svg(title: str, groups: list[str], series: list[tuple[str, list[float]]]
     return "\n".join(out)
 
 
+def results_svg(results: list[Result], routers: list[str], title: str, value, unit: str) -> str:
+    workloads = list(dict.fromkeys(r.workload for r in results))
+    present = [n for n in routers if any(r.router == n for r in results)]
+    nan = float("nan")
+    series = [(n, [next((v for r in results if r.router == n and r.workload == w
+                         for v in [value(r)] if v is not None), nan) for w in workloads]) for n in present]
+    return bar_svg(title, workloads, series, unit)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -411,75 +355,90 @@ def machine() -> str:
     return f"{os.cpu_count()} vCPUs ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="short runs (about 4 minutes in all)")
-    p.add_argument("--pods", type=int, default=4)
-    p.add_argument("--groups", type=int, default=32)
-    p.add_argument("--concurrency", type=int, default=96)
-    p.add_argument("--duration", type=int, default=40, help="seconds per quality run")
-    p.add_argument("--kv-blocks", type=int, default=1200)
-    p.add_argument("--overhead-duration", type=int, default=15)
-    p.add_argument("--overhead-connections", type=int, default=16)
-    p.add_argument("--overhead-rounds", type=int, default=3, help="interleaved rounds per proxy; rows are medians")
-    p.add_argument("--only", choices=["quality", "overhead", "scraper"], help="run one part")
-    p.add_argument("--routers", default=",".join(QUALITY_ROUTERS), help="comma-separated subset of " + ", ".join(QUALITY_ROUTERS))
-    p.add_argument("--plugin-config", help="JSON file merged over the plugin's configuration (another profile)")
-    ns = p.parse_args(argv)
-    a = Args(ns.pods, ns.groups, ns.concurrency, ns.duration, ns.kv_blocks, ns.overhead_duration, ns.overhead_connections,
-             max(1, ns.overhead_rounds),
-             ns.quick, [r for r in ns.routers.split(",") if r],
-             json.loads(Path(ns.plugin_config).read_text()) if ns.plugin_config else None)
-    if a.quick:
-        a.duration, a.overhead_duration = 15, 8
-    unknown = set(a.routers) - set(QUALITY_ROUTERS)
-    if unknown:
-        p.error(f"unknown routers: {', '.join(sorted(unknown))}")
-    base = stack_mod.RunDir.create("bench").path
-    started = time.monotonic()
-    q_rows: list[QualityRow] = []
-    o_rows: list[OverheadRow] = []
-    if ns.only in (None, "quality"):
-        say(f"quality: {a.pods} pods ({a.kv_blocks} KV blocks each), {a.groups} system prompts, concurrency {a.concurrency}, {a.duration} s per run")
-        q_rows = quality(a, base)
-    scraper = None
-    if ns.only in (None, "scraper"):
-        say("scraper: 256 fixture pods scraped every 50 ms")
-        scraper = scraper_cost(a)
-    if ns.only in (None, "overhead"):
-        say(f"overhead: instant pods, 1 and {a.overhead_connections} connections, {a.overhead_duration} s per proxy "
-            f"in {a.overhead_rounds} interleaved rounds")
-        o_rows = overhead(a, base)
-    # Only a full run replaces the committed results; a quick or partial one goes beside them.
-    results = RESULTS if not (a.quick or ns.only or ns.plugin_config) else RESULTS / "quick"
+def router_legend(routers: list[str]) -> list[str]:
+    return [f"- `{n}`: {experiment.ROUTERS[n]}" for n in routers]
+
+
+def write_report(a: argparse.Namespace, base: Path, started: float, profiles: list[Result], saturation: list[Result],
+                 quality: list[Result], o_rows: list[overhead.OverheadRow], host: list[dict] | None,
+                 scraper: dict | None) -> Path:
+    partial = a.quick or a.only_given or a.plugin_config
+    results = RESULTS / "quick" if partial else RESULTS
     results.mkdir(parents=True, exist_ok=True)
-    report = [f"# Benchmark results", "",
-              f"Machine: {machine()}. Command: `./build.sh bench{' --quick' if a.quick else ''}`; "
-              f"took {time.monotonic() - started:.0f} s. Run folder: `{base.relative_to(ROOT)}`.", ""]
-    if q_rows:
-        report += [f"## Scheduling quality", "",
-                   f"{a.pods} simulated vLLM pods (Qwen3-0.6B on L4 time model, {a.kv_blocks} KV blocks of 16 tokens each), "
-                   f"`sim load` at concurrency {a.concurrency} for {a.duration} s per run, a fresh fleet per run. "
-                   f"shared-prefix: {a.groups} system prompts of ~1,000 tokens; multi-turn: {max(1, a.groups // 2)} groups, 5 turns. "
-                   "`ideal-pinned` is the reference: the load generator pins every group to one pod, no proxy.", ""]
-        report += quality_table(q_rows) + ["", "![TTFT p90](quality.svg)", ""]
-        names = sorted({r.router for r in q_rows}, key=lambda n: QUALITY_ROUTERS.index(n))
-        wl = [w for w, _ in workloads(a)]
-        series = [(n, [next((r.summary["ttft_s"].get("p90", float("nan")) * 1000 for r in q_rows if r.router == n and r.workload == w), float("nan")) for w in wl]) for n in names]
-        (results / "quality.svg").write_text(bar_svg("TTFT p90 (ms, lower is better)", wl, series, "ms"))
+    command = "./build.sh bench" + (" --quick" if a.quick else "") + (f" --only {a.only_given}" if a.only_given else "")
+    report = ["# Benchmark results", "",
+              f"Machine: {machine()}. Command: `{command}`; took {time.monotonic() - started:.0f} s. "
+              f"Run folder: `{base.relative_to(ROOT)}`. Every figure in the project's docs links here.", ""]
+    plan = {w.name: w for w in [*profile_workloads(a), *saturation_workloads(a), *quality_workloads(a)]}
+    goals = quality_goals(profiles, saturation, quality, plan) + overhead_goals(o_rows) + host_goals(host or [])
+    if goals:
+        report += ["## Goals", "",
+                   "Issues 14's, 15's and 16's targets against this run (measured, never asserted).", ""]
+        report += goals_table(goals) + [""]
+    if profiles:
+        shape = experiment.FleetShape(concurrency=a.profile_concurrency, duration_s=a.profile_duration)
+        routers = [n for n in PROFILE_ROUTERS if any(r.router == n for r in profiles)]
+        report += ["## Quality on text the simulator does not fit", "",
+                   f"Issue 16's setting: {a.pods} simulated vLLM pods ({shape.kv_blocks} KV blocks of 16 tokens, "
+                   f"{shape.max_num_seqs} running sequences each; KV pressure: 700 blocks), a fresh fleet per run, "
+                   f"`sim load` for {a.profile_duration} s per run. The plugin runs its default configuration: it cuts prompts "
+                   "into blocks of bytes and learns bytes per token from the pods' `usage`, while each fleet "
+                   "tokenizes with its own tokenizer. Turn affinity: share of follow-up turns served by the previous "
+                   "turn's pod. Learned bytes/token: the plugin's `wis.prefix.bytes_per_token_x100` after the run.", ""]
+        report += [f"- `{w.name}`: {w.note}; the text has {fixed(TEXT_BYTES_PER_TOKEN.get(w.name))} UTF-8 bytes per "
+                   "token on it (`sim tokenize --sample`)" for w in profile_workloads(a) if any(r.workload == w.name for r in profiles)]
+        report += [""] + router_legend(routers) + [""]
+        report += experiment.markdown_table(profiles, experiment.PROFILE_TABLE) + ["", "![hit rate](profiles.svg)", ""]
+        (results / "profiles.svg").write_text(results_svg(
+            profiles, routers, "Fleet prefix-cache hit rate (%, higher is better)",
+            lambda r: None if r.hit_rate is None else 100 * r.hit_rate, "%"))
+    if saturation:
+        routers = [n for n in SATURATION_ROUTERS if any(r.router == n for r in saturation)]
+        report += ["## Text profiles at a load that saturates round-robin", "",
+                   f"The same texts and tokenizers at the quality part's load: {a.pods} pods of {a.kv_blocks} KV blocks "
+                   f"with no cap on running sequences beyond the simulator profile's, concurrency {a.concurrency}, "
+                   f"{a.duration} s per run. Here round-robin's uncached prefills queue behind each other.", ""]
+        report += [f"- `{w.name}`: {w.note}" for w in saturation_workloads(a) if any(r.workload == w.name for r in saturation)]
+        report += [""] + router_legend(routers) + [""]
+        report += experiment.markdown_table(saturation, experiment.SATURATION_TABLE) + ["", "![TTFT p90](saturation.svg)", ""]
+        (results / "saturation.svg").write_text(results_svg(
+            saturation, routers, "TTFT p90 (ms, lower is better)",
+            lambda r: None if r.ttft("p90") is None else 1000 * r.ttft("p90"), "ms"))
+    if quality:
+        routers = [n for n in QUALITY_ROUTERS if any(r.router == n for r in quality)]
+        report += ["## Scheduling quality at a load that saturates round-robin", "",
+                   f"{a.pods} simulated vLLM pods (Qwen3-0.6B on an L4 time model, {a.kv_blocks} KV blocks of 16 tokens "
+                   f"each, tokenizer {experiment.real_bpe()[1]}), `sim load` at concurrency {a.concurrency} for "
+                   f"{a.duration} s per run, a fresh fleet per run.", ""]
+        report += [f"- `{w.name}`: {w.note}" for w in quality_workloads(a)] + [""] + router_legend(routers) + [""]
+        report += experiment.markdown_table(quality, experiment.QUALITY_TABLE) + ["", "![TTFT p90](quality.svg)", ""]
+        (results / "quality.svg").write_text(results_svg(
+            quality, routers, "TTFT p90 (ms, lower is better)",
+            lambda r: None if r.ttft("p90") is None else 1000 * r.ttft("p90"), "ms"))
     if o_rows:
         report += ["## Per-request overhead", "",
-                   f"Pods answer at once (simulator time scale 0.001, one output token); `wrk` for {a.overhead_duration} s through each "
-                   f"proxy (2 Envoy workers) in {a.overhead_rounds} rounds that interleave the proxies, each row the median of "
-                   f"its rounds, with 1 connection (no queueing: the difference to the floor is the time each proxy adds "
-                   f"on the request path) and with {a.overhead_connections} (the machine saturates: throughput). The load generator, "
-                   "the pods and the proxy share the same 2 vCPUs, so the saturated run measures CPU cost per request.", ""]
-        report += overhead_table(o_rows) + ["", "![latency](overhead.svg)", ""]
+                   f"The pods are `floor-server` (bench/floor-server: one native thread answering every request at once "
+                   f"with a one-token completion), so the floor measures Envoy, not the backend. `wrk` for "
+                   f"{a.overhead_duration} s through each proxy (2 Envoy workers) in {a.overhead_rounds} rounds that "
+                   f"interleave the proxies, each row the median of its rounds, with 1 connection (no queueing: the "
+                   f"difference to the floor is the time each proxy adds on the request path) and with "
+                   f"{a.overhead_connections} (the machine saturates: throughput). `passthrough-wasm` is a proxy-wasm "
+                   "filter that does nothing (bench/passthrough-filter): the price of any wasm filter in V8, so "
+                   "`plugin` minus `passthrough-wasm` is what our filter itself costs. CPU per request: the Envoy "
+                   "process's (and for `ext-proc` and `wis-epp` the picker's) user + system time over each run, divided by the "
+                   "requests completed. wrk, the pods and the proxy share the machine's cores.", ""]
+        report += overhead.table(o_rows) + ["", "![latency](overhead.svg)", ""]
         single = [r for r in o_rows if r.connections == 1]
         series = [("p50", [r.p50_us for r in single]), ("p99", [r.p99_us for r in single])]
         (results / "overhead.svg").write_text(
             bar_svg("Latency through the proxy, one connection (µs, lower is better)", [r.proxy for r in single], series, "µs"))
-    report += in_and_out_of_proxy(q_rows, o_rows)
+    report += in_and_out_of_proxy(quality, o_rows)
+    if host:
+        report += ["## The plugin's own cost in wasmtime (host-tests)", "",
+                   "`cargo bench --locked -p host-tests --bench per_request` in short mode (`WIS_HOST_BENCH_QUICK=1`): "
+                   "request headers + body + decision per request, two workers, inside wasmtime; details and the "
+                   "method in `host-tests/README.md`.", ""]
+        report += host_table(host) + [""]
     if scraper:
         report += ["## Scraper sidecar", "",
                    f"`scraper/bench.sh`: 256 fixture pods (vLLM-like expositions) on loopback, scraped every 50 ms for "
@@ -489,10 +448,105 @@ def main(argv: list[str] | None = None) -> int:
                    f"{scraper['failures_in_window']} failures, snapshot {scraper['snapshot_bytes']} bytes.", ""]
     (results / "REPORT.md").write_text("\n".join(report) + "\n")
     (results / "results.json").write_text(json.dumps({
-        "quality": [{"router": r.router, "workload": r.workload, "summary": r.summary, "proxy_cpu_s": r.proxy_cpu_s} for r in q_rows],
-        "overhead": [r.__dict__ for r in o_rows], "scraper": scraper}, indent=1, default=str))
+        "profiles": [r.to_json() for r in profiles], "saturation": [r.to_json() for r in saturation],
+        "quality": [r.to_json() for r in quality], "text_bytes_per_token": TEXT_BYTES_PER_TOKEN,
+        "overhead": [r.__dict__ for r in o_rows], "host": host, "scraper": scraper,
+        "goals": [g.__dict__ for g in goals]}, indent=1, default=str))
     say()
     say("\n".join(report))
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--quick", action="store_true", help="short runs of every part (a few minutes)")
+    p.add_argument("--only", help=f"comma-separated parts to run: {', '.join(PARTS)}")
+    p.add_argument("--pods", type=int, default=4)
+    p.add_argument("--plugin-config", help="JSON file merged over the plugin's configuration (another profile)")
+    g = p.add_argument_group("profiles")
+    names = [t.name for t in experiment.TEXT_PROFILES] + ["kv-pressure"]
+    g.add_argument("--profiles", default=",".join(names), help="comma-separated subset of " + ", ".join(names))
+    g.add_argument("--profile-routers", default=",".join(PROFILE_ROUTERS), help="comma-separated routers")
+    g.add_argument("--profile-concurrency", type=int, default=experiment.FleetShape.concurrency)
+    g.add_argument("--profile-duration", type=int, default=experiment.FleetShape.duration_s, help="seconds per run")
+    g = p.add_argument_group("saturation and quality (the saturating load)")
+    g.add_argument("--saturation-profiles", default=",".join(t.name for t in experiment.TEXT_PROFILES),
+                   help="comma-separated text profiles run at the saturating load")
+    g.add_argument("--routers", default=",".join(QUALITY_ROUTERS), help="comma-separated subset of " + ", ".join(QUALITY_ROUTERS))
+    g.add_argument("--groups", type=int, default=32)
+    g.add_argument("--concurrency", type=int, default=96)
+    g.add_argument("--duration", type=int, default=40, help="seconds per run")
+    g.add_argument("--kv-blocks", type=int, default=1200)
+    g = p.add_argument_group("overhead")
+    g.add_argument("--overhead-duration", type=int, default=15)
+    g.add_argument("--overhead-connections", type=int, default=16)
+    g.add_argument("--overhead-rounds", type=int, default=3, help="interleaved rounds per proxy; rows are medians")
+    a = p.parse_args(argv)
+    a.only_given = a.only
+    a.only = [s for s in (a.only or ",".join(PARTS)).split(",") if s]
+    a.profiles = [s for s in a.profiles.split(",") if s]
+    a.routers = [s for s in a.routers.split(",") if s]
+    a.profile_routers = [s for s in a.profile_routers.split(",") if s]
+    a.saturation_profiles = [s for s in a.saturation_profiles.split(",") if s]
+    for what, chosen, known in (("--only", a.only, PARTS), ("--profiles", a.profiles, names),
+                                ("--saturation-profiles", a.saturation_profiles, names[:-1]),
+                                ("--routers", a.routers, QUALITY_ROUTERS), ("--profile-routers", a.profile_routers, list(experiment.ROUTERS))):
+        unknown = set(chosen) - set(known)
+        if unknown:
+            p.error(f"{what}: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(known)}")
+    if a.plugin_config:
+        try:
+            a.plugin_config = json.loads(Path(a.plugin_config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            p.error(f"--plugin-config {a.plugin_config}: {e}")
+    if a.quick:
+        a.duration, a.profile_duration, a.overhead_duration, a.overhead_rounds = 12, 12, 6, 2
+        a.profiles = [n for n in a.profiles if n in QUICK_PROFILES]
+        a.profile_routers = [n for n in a.profile_routers if n in QUICK_PROFILE_ROUTERS]
+        a.saturation_profiles = [n for n in a.saturation_profiles if n in QUICK_SATURATION_PROFILES]
+        if "quality" in a.only and a.only == list(PARTS):
+            a.only.remove("quality")  # the saturating peers table needs long runs to mean anything
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    base = stack_mod.RunDir.create("bench").path
+    started = time.monotonic()
+    profiles: list[Result] = []
+    saturation: list[Result] = []
+    quality: list[Result] = []
+    o_rows: list[overhead.OverheadRow] = []
+    host, scraper = None, None
+    if "profiles" in a.only:
+        say(f"profiles: {', '.join(a.profiles)} through {', '.join(a.profile_routers)}")
+        profiles = run_matrix(a, base, a.profile_routers, profile_workloads(a))
+    if "saturation" in a.only:
+        say(f"saturation: {', '.join(a.saturation_profiles)} at concurrency {a.concurrency}, {a.duration} s per run")
+        saturation = run_matrix(a, base, list(SATURATION_ROUTERS), saturation_workloads(a))
+    if "quality" in a.only:
+        say(f"quality: {a.pods} pods ({a.kv_blocks} KV blocks each), concurrency {a.concurrency}, {a.duration} s per run")
+        quality = run_matrix(a, base, a.routers, quality_workloads(a))
+    if "overhead" in a.only:
+        say(f"overhead: instant pods, 1 and {a.overhead_connections} connections, {a.overhead_duration} s per proxy "
+            f"in {a.overhead_rounds} interleaved rounds")
+        try:
+            o_rows = overhead.run(base, a.pods, a.overhead_duration, a.overhead_connections, a.overhead_rounds)
+        except (RuntimeError, OSError) as e:  # StackError is a RuntimeError
+            say(f"  overhead run failed: {str(e)[:2000]}")
+    if "host" in a.only:
+        say("host: host-tests' per-request benchmark in wasmtime (short mode)")
+        try:
+            host = host_bench(a, base)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            say(f"  host-tests benchmark failed: {e}")
+    if "scraper" in a.only:
+        say("scraper: 256 fixture pods scraped every 50 ms")
+        try:
+            scraper = scraper_cost(a)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            say(f"  scraper bench failed: {e}")
+    results = write_report(a, base, started, profiles, saturation, quality, o_rows, host, scraper)
     say(f"written: {results.relative_to(ROOT)}/REPORT.md")
     return 0
 

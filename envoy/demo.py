@@ -3,11 +3,21 @@
 serve a chat workload with shared system prompts; then the same workload goes through plain Envoy
 round-robin on a fresh fleet, and the two are compared.
 
-    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 32] [--duration 30] [--no-ui] [--with-ui]
+    envoy/demo.sh [--pods 4] [--groups 32] [--concurrency 96] [--duration 25] [--no-ui] [--with-ui]
+
+The load saturates round-robin (96 requests in flight on 4 pods): its uncached prefills queue up
+behind each other, which is where users feel the difference.
+The fleet tokenizes with a real BPE (Qwen's vocabulary when scripts/common.sh could fetch it, else
+cl100k_base), not the 4 characters per token the plugin starts from; the report shows the bytes per
+token the plugin learned, turn-to-turn affinity and the prefix-cache hit rate. Numbers from a full,
+longer run live in bench/results/REPORT.md.
 
 While the plugin phase runs, the Gradio chat and the decision view are served on localhost (their
 URLs are printed): the view plots the routing and the prefix-cache hit rate live. At the end, on
 a terminal (or with --with-ui), a fresh stack keeps both up until Ctrl-C.
+
+The demo's table (one row per measure, one column per router) is `DEMO_TABLE` in
+envoy/experiment.py, which also defines the workloads, the routers and how a load run is measured.
 
 envoy/demo.sh builds everything first; this script expects the binaries and .venv to exist.
 """
@@ -25,117 +35,71 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import experiment  # noqa: E402
 import stack as stack_mod  # noqa: E402
 import ui as ui_mod  # noqa: E402
+from experiment import ms, pct, say  # noqa: E402
 
 # Groups listed per pod before "+N more" (a line stays readable on an 80-column terminal).
 GROUPS_SHOWN = 8
 BOLD, DIM, GREEN, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[0m") if sys.stdout.isatty() else ("",) * 4
 
 
-@dataclass(frozen=True)
-class Workload:
-    """One `sim load` run: its name and flags."""
-
-    name: str
-    args: tuple[str, ...]
-    duration_s: int
-
-
-def workloads(args: argparse.Namespace) -> list[Workload]:
-    d = args.duration
+def workloads(args: argparse.Namespace) -> list[experiment.Workload]:
+    fleet = ("--num-gpu-blocks", str(args.kv_blocks), *experiment.PROMPT_DETAILS, *args.fleet_arg)
+    tokenizer = experiment.real_bpe()[0]
     return [
-        Workload(
-            "shared-prefix",
-            ("--workload", "shared-prefix", "--groups", str(args.groups), "--system-tokens", "1000",
-             "--question-tokens", "100", "--output-tokens", "32", "--concurrency", str(args.concurrency)),
-            d,
-        ),
-        Workload(
-            "multi-turn",
-            ("--workload", "multi-turn", "--groups", str(max(1, args.groups // 2)), "--system-tokens", "600",
-             "--question-tokens", "80", "--output-tokens", "48", "--turns", "5",
-             "--concurrency", str(args.concurrency)),
-            d,
-        ),
+        experiment.shared_prefix(args.groups, args.concurrency, args.duration, fleet, tokenizer),
+        experiment.multi_turn(max(1, args.groups // 2), args.concurrency, args.duration, fleet, tokenizer),
     ]
 
 
 @dataclass
-class PhaseResult:
+class Phase:
+    """One router's run of every workload on its own fleet."""
+
     name: str
     pool: list[str]
-    reports: dict[str, dict]  # workload name -> `sim load --out` JSON (summary + records)
-    envoy_stats: dict[str, int]
+    results: dict[str, experiment.Result]  # workload name -> result
     run_dir: Path
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def step(text: str) -> None:
     say(f"{BOLD}==>{RESET} {text}")
 
 
-def run_load(stack: stack_mod.Stack, envoy: stack_mod.Envoy, pool: list[str], w: Workload, out: Path, label: str) -> dict:
-    argv = [str(stack_mod.sim_binary()), "load", "--target", envoy.url, *w.args, "--duration", f"{w.duration_s}s",
-            "--fleet", ",".join(pool), "--out", str(out)]
-    proc = stack.spawn(f"load-{w.name}", argv)
-    started = time.monotonic()
-    # Generous bound: the run itself plus draining the last requests.
-    deadline = started + w.duration_s + 60
-    tty = sys.stdout.isatty()
-    last_line = -1.0
-    while proc.alive():
-        if time.monotonic() > deadline:
-            proc.stop()
-            raise stack_mod.StackError(f"sim load {w.name} did not finish{proc.failure_note()}")
-        elapsed = time.monotonic() - started
-        if tty:
-            done = min(1.0, elapsed / w.duration_s)
-            sys.stdout.write(f"\r    {label} {w.name:13s} [{'#' * int(30 * done):<30}] {elapsed:4.0f}/{w.duration_s} s")
-            sys.stdout.flush()
-        elif elapsed - last_line >= 5:
-            last_line = elapsed
-            say(f"    {label} {w.name}: {elapsed:3.0f}/{w.duration_s} s")
-        time.sleep(0.5)
-    if tty:
-        sys.stdout.write("\n")
-    if proc.popen is None or proc.popen.returncode != 0 or not out.is_file():
-        raise stack_mod.StackError(f"sim load {w.name} failed{proc.failure_note()}")
-    return json.loads(out.read_text())
-
-
-def run_phase(name: str, scenario: str, args: argparse.Namespace, base: Path) -> PhaseResult:
+def run_phase(name: str, router_name: str, args: argparse.Namespace, base: Path) -> Phase:
     run_dir = stack_mod.RunDir(base / name)
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    reports: dict[str, dict] = {}
+    plan = workloads(args)
     with stack_mod.Stack(run_dir) as stack:
-        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each)")
-        # Prompt-token details on, as our manifests run vLLM: the plugin then corrects its prefix index
-        # from the cached_tokens each pod reports.
-        fleet_args = ["--num-gpu-blocks", str(args.kv_blocks), "--enable-prompt-tokens-details", *args.fleet_arg]
-        pool = stack.start_fleet(args.pods, fleet_args)
-        scraper = None
-        if scenario == "plugin":
-            step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms)")
-            scraper = stack.start_scraper(pool)
-        step(f"[{name}] starting Envoy ({args.workers} workers{', with the plugin' if scenario == 'plugin' else ''})")
-        if scenario == "plugin" and not args.no_ui:
-            envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
-            start_phase_ui(stack, envoy, scraper, pool, args)
+        step(f"[{name}] starting a fleet of {args.pods} simulated vLLM pods ({args.kv_blocks} KV blocks each, "
+             f"{experiment.real_bpe()[1]} tokenizer)")
+        pool = stack.start_fleet(args.pods, plan[0].fleet_argv)
+        with_plugin = router_name == "envoy-plugin"
+        if with_plugin:
+            step(f"[{name}] starting the scraper (reads every pod's /metrics every 50 ms) and Envoy "
+                 f"({args.workers} workers, with the plugin)")
         else:
-            envoy = stack.start_envoy(scenario, pool, scraper=scraper, workers=args.workers)
-        step(f"[{name}] sending the chat workloads through {envoy.url}")
-        for w in workloads(args):
-            reports[w.name] = run_load(stack, envoy, pool, w, run_dir.file(f"load-{w.name}.json"), name)
-        try:
-            envoy_stats = envoy.stats("wasm")
-        except (stack_mod.StackError, OSError):
-            envoy_stats = {}
-        run_dir.file("envoy-stats.json").write_text(json.dumps(envoy_stats, indent=1))
-    return PhaseResult(name, pool, reports, envoy_stats, run_dir.path)
+            step(f"[{name}] starting Envoy ({args.workers} workers)")
+        starter = None
+        if with_plugin and not args.no_ui:
+            def starter(stack: stack_mod.Stack, _scenario: str, pool: list[str], scraper: str | None) -> stack_mod.Envoy:
+                envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
+                start_phase_ui(stack, envoy, scraper, pool, args)
+                return envoy
+        router = experiment.start_router(stack, router_name, pool, workers=args.workers, access_log=True,
+                                         envoy_starter=starter)
+        step(f"[{name}] sending the chat workloads through {router.targets[0]}")
+        results: dict[str, experiment.Result] = {}
+        for w in plan:
+            results[w.name] = experiment.measure(stack, router, pool, w, run_dir.file(f"load-{w.name}.json"),
+                                                 progress=experiment.progress_line(name, w))
+            if sys.stdout.isatty():
+                sys.stdout.write("\n")
+        stats = results[plan[-1].name].plugin_stats
+        run_dir.file("envoy-stats.json").write_text(json.dumps(stats, indent=1))
+    return Phase(name, pool, results, run_dir.path)
 
 
 def pod_label(pool: list[str], address: str | None) -> str:
@@ -144,9 +108,10 @@ def pod_label(pool: list[str], address: str | None) -> str:
     return address or "?"
 
 
-def groups_table(phase: PhaseResult, workload: str) -> list[str]:
+def groups_table(phase: Phase, workload: str) -> list[str]:
     """Which pod served which system-prompt group (g<N>), with the share of the group's requests."""
-    records = [r for r in phase.reports[workload]["records"] if r["status"] == 200 and not r.get("error")]
+    result = phase.results[workload]
+    records = [r for r in result.records if r["status"] == 200 and not r.get("error")]
     by_group: dict[int, Counter] = defaultdict(Counter)
     for r in records:
         by_group[r["group"]][pod_label(phase.pool, r.get("served_by"))] += 1
@@ -160,7 +125,7 @@ def groups_table(phase: PhaseResult, workload: str) -> list[str]:
     lines = []
     for i, address in enumerate(phase.pool):
         label = f"pod-{i + 1}"
-        per_pod = phase.reports[workload]["summary"]["per_pod"].get(address, 0)
+        per_pod = result.summary["per_pod"].get(address, 0)
         names = by_pod.get(label, [])
         shown = " ".join(names[:GROUPS_SHOWN]) + (f" +{len(names) - GROUPS_SHOWN} more" if len(names) > GROUPS_SHOWN else "")
         lines.append(f"    {label} {address:>21s} {per_pod:5d} requests, {len(names):2d} groups: {DIM}{shown}{RESET}")
@@ -169,19 +134,7 @@ def groups_table(phase: PhaseResult, workload: str) -> list[str]:
     return lines
 
 
-def summary(phase: PhaseResult, workload: str) -> dict:
-    return phase.reports[workload]["summary"]
-
-
-def ms(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 1000:.0f} ms"
-
-
-def pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
-
-
-def report(phases: list[PhaseResult], args: argparse.Namespace) -> None:
+def report(phases: list[Phase], args: argparse.Namespace) -> None:
     names = [w.name for w in workloads(args)]
     say()
     say(f"{BOLD}Which pod served which system prompt{RESET} (shared-prefix workload, {args.groups} prompts "
@@ -192,43 +145,49 @@ def report(phases: list[PhaseResult], args: argparse.Namespace) -> None:
             say(line)
     say()
     say(f"{BOLD}Side by side{RESET} (same fleet size and workload, a fresh fleet per proxy)")
-    rows = [
-        ("requests ok / errors", lambda s: f"{s['ok']} / {s['errors']}"),
-        ("prefix-cache hit rate", lambda s: pct(s.get("prefix_cache_hit_rate"))),
-        ("TTFT p50", lambda s: ms(s["ttft_s"].get("p50"))),
-        ("TTFT p90", lambda s: ms(s["ttft_s"].get("p90"))),
-        ("TTFT p99", lambda s: ms(s["ttft_s"].get("p99"))),
-        ("output tokens/s", lambda s: f"{s['output_tokens_per_s']:.0f}"),
-    ]
     for w in names:
-        say(f"  {w:26s}" + "".join(f"{p.name:>16s}" for p in phases))
-        for label, fn in rows:
-            say(f"    {label:24s}" + "".join(f"{fn(summary(p, w)):>16s}" for p in phases))
+        for line in experiment.side_by_side([p.results[w] for p in phases], experiment.DEMO_TABLE, w,
+                                            [p.name for p in phases]):
+            say(line)
 
     if len(phases) == 2:
         ours, rr = phases
         say()
         say(f"{BOLD}What the scheduler gained{RESET}")
         for w in names:
-            a, b = summary(ours, w), summary(rr, w)
+            a, b = ours.results[w], rr.results[w]
             parts = []
-            ha, hb = a.get("prefix_cache_hit_rate"), b.get("prefix_cache_hit_rate")
-            if ha is not None and hb is not None:
-                parts.append(f"prefix-cache hits {pct(ha)} vs {pct(hb)}")
+            if a.turn_affinity is not None and b.turn_affinity is not None:
+                parts.append(f"turn affinity {a.turn_affinity:.2f} vs {b.turn_affinity:.2f}")
+            if a.hit_rate is not None and b.hit_rate is not None:
+                parts.append(f"prefix-cache hits {pct(a.hit_rate)} vs {pct(b.hit_rate)}")
             for q in ("p50", "p90"):
-                ta, tb = a["ttft_s"].get(q), b["ttft_s"].get(q)
+                ta, tb = a.ttft(q), b.ttft(q)
                 if ta and tb:
                     gain = f"{GREEN}{tb / ta:.1f}x lower{RESET}" if tb > ta else "no gain"
                     parts.append(f"TTFT {q} {ms(ta)} vs {ms(tb)} ({gain})")
             say(f"    {w}: " + "; ".join(parts))
         say("    Round-robin prefills every system prompt on every pod and evicts them from each other's KV")
         say("    cache; the plugin keeps each prompt on one pod (and moves it only when that pod is busy).")
-    plugin_stats = {k: v for k, v in phases[0].envoy_stats.items() if v and "wis." in k}
+    plan = workloads(args)
+    learned = phases[0].results[plan[-1].name].bytes_per_token
+    truth = experiment.text_bytes_per_token(plan[-1])
+    say()
+    say(f"{BOLD}What the plugin learned{RESET} (it starts from limits.charsPerToken = 4 and learns from the pods' "
+        "usage.prompt_tokens)")
+    stat = experiment.BYTES_PER_TOKEN_STAT
+    if learned is None:
+        say(f"    {stat}: not reported by this build of the plugin")
+    else:
+        say(f"    {stat}: {learned:.2f} UTF-8 bytes per token")
+    say(f"    the {plan[-1].name} text on this fleet's tokenizer ({experiment.real_bpe()[1]}): "
+        f"{experiment.fixed(truth)} bytes per token (sim tokenize)")
+    plugin_stats = phases[0].results[names[-1]].plugin_stats
     if plugin_stats:
         say()
         say(f"{BOLD}Plugin stats from Envoy{RESET} (admin /stats?filter=wasm, non-zero)")
         for k, v in sorted(plugin_stats.items())[:25]:
-            say(f"    {k} = {v}")
+            say(f"    {k} = {v:g}")
 
 
 def start_phase_ui(
@@ -250,7 +209,7 @@ def hold_ui(args: argparse.Namespace, base: Path) -> None:
     run_dir.path.mkdir(parents=True, exist_ok=True)
     with stack_mod.Stack(run_dir) as stack:
         step("starting a fresh fleet, scraper and Envoy for the chat and the decision view")
-        pool = stack.start_fleet(args.pods, ["--enable-prompt-tokens-details", *args.fleet_arg])
+        pool = stack.start_fleet(args.pods, [*experiment.real_bpe()[0], *experiment.PROMPT_DETAILS, *args.fleet_arg])
         scraper = stack.start_scraper(pool)
         envoy = ui_mod.ui_envoy(stack, pool, scraper, args.workers)
         ui = ui_mod.start_ui(stack, envoy, scraper, pool, chat_port=args.chat_port, view_port=args.view_port)
@@ -271,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pods", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="Envoy worker threads")
     p.add_argument("--groups", type=int, default=32, help="distinct shared system prompts")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    p.add_argument("--duration", type=int, default=30, help="seconds per workload run")
+    p.add_argument("--concurrency", type=int, default=96, help="requests in flight (96 saturates round-robin)")
+    p.add_argument("--duration", type=int, default=25, help="seconds per workload run")
     p.add_argument("--kv-blocks", type=int, default=1200,
                    help="KV blocks per pod (16 tokens each): small enough that no pod can cache every prompt")
     p.add_argument("--fleet-arg", action="append", default=[], help="extra argument for `sim fleet` (repeatable)")
@@ -295,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     started = time.monotonic()
     try:
-        phases = [run_phase("plugin", "plugin", args, base)]
+        phases = [run_phase("plugin", "envoy-plugin", args, base)]
         if not args.skip_round_robin:
-            phases.append(run_phase("round-robin", "round-robin", args, base))
+            phases.append(run_phase("round-robin", "envoy-round-robin", args, base))
         report(phases, args)
         say()
         say(f"{BOLD}Where to look next{RESET}")
