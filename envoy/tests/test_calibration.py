@@ -74,6 +74,7 @@ def test_every_follow_up_turn_is_served_by_its_conversations_pod(stack, wasm_pat
     argv = [
         str(stack_mod.sim_binary()), "load", "--target", envoy.url, "--workload", "multi-turn",
         "--model", MODEL, "--groups", str(CONVERSATIONS), "--turns", str(TURNS),
+        "--conversations", str(CONVERSATIONS),
         "--requests", str(CONVERSATIONS * TURNS), "--concurrency", str(CONVERSATIONS),
         "--system-tokens", str(SYSTEM_TOKENS), "--output-tokens", str(OUTPUT_TOKENS),
         "--duration", f"{LOAD_TIMEOUT_S}s", "--fleet", ",".join(pool), "--seed", "7", "--out", str(out),

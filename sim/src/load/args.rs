@@ -50,6 +50,11 @@ pub struct LoadArgs {
     /// Turns per conversation (multi-turn).
     #[arg(long, default_value_t = 5)]
     pub turns: usize,
+    /// Multi-turn: start at most this many conversations. A sender with no conversation waiting
+    /// for its next turn then waits for one, and stops when every conversation has ended, so a run
+    /// is exactly N conversations of --turns turns however unevenly the pods answer.
+    #[arg(long)]
+    pub conversations: Option<usize>,
     /// LoRA adapters for lora-mix (default: the adapters in the first target's /v1/models).
     #[arg(long, value_delimiter = ',')]
     pub loras: Vec<String>,

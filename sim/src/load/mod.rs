@@ -48,6 +48,7 @@ use args::{Arrivals, Plan, Spread, Workload};
 use client::{Target, body_for, discover_loras, exchange, parse_target, prefix_counters};
 use report::summarize;
 use workload::Generator;
+use workload::Next;
 
 use crate::tokenizer::Tokenizer;
 
@@ -61,9 +62,19 @@ struct Shared {
     t0: Instant,
 }
 
-/// Sends one request and measures it.
-async fn one_request(shared: &Shared) -> RequestRecord {
-    let (conv, model) = shared.generator.lock().unwrap_or_else(|p| p.into_inner()).next();
+/// How long a sender waits before asking again for a conversation's next turn (`--conversations`).
+const WAIT_FOR_A_TURN: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Sends one request and measures it; `None` when every conversation allowed has ended.
+async fn one_request(shared: &Shared) -> Option<RequestRecord> {
+    let (conv, model) = loop {
+        let next = shared.generator.lock().unwrap_or_else(|p| p.into_inner()).next();
+        match next {
+            Next::Send(conv, model) => break (conv, model),
+            Next::Wait => tokio::time::sleep(WAIT_FOR_A_TURN).await,
+            Next::Done => return None,
+        }
+    };
     let n = shared.targets.len();
     let i = match shared.plan.spread {
         Spread::RoundRobin => shared.next_target.fetch_add(1, Ordering::Relaxed) % n,
@@ -113,7 +124,7 @@ async fn one_request(shared: &Shared) -> RequestRecord {
     }
     let reply = rec.ok().then(|| rec.reply.clone());
     shared.generator.lock().unwrap_or_else(|p| p.into_inner()).done(conv, reply);
-    rec
+    Some(rec)
 }
 
 /// Runs a load test; prints nothing (see [`render_table`]).
@@ -184,7 +195,7 @@ async fn send_poisson(shared: &Arc<Shared>, rate: f64) -> (JoinSet<Vec<RequestRe
         tasks.spawn(async move {
             let r = one_request(&s).await;
             f.fetch_sub(1, Ordering::Relaxed);
-            vec![r]
+            r.into_iter().collect()
         });
     }
     (tasks, dropped)
@@ -201,7 +212,8 @@ fn send_closed_loop(shared: &Arc<Shared>, workers: usize) -> JoinSet<Vec<Request
         tasks.spawn(async move {
             let mut out = Vec::new();
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests {
-                out.push(one_request(&s).await);
+                let Some(record) = one_request(&s).await else { break };
+                out.push(record);
             }
             out
         });

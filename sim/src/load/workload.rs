@@ -53,6 +53,19 @@ pub(super) struct Generator {
     base_share: f64,
     idle: VecDeque<Conversation>,
     next_id: usize,
+    /// `--conversations`: no more conversations than this are started.
+    max_conversations: Option<usize>,
+    /// Conversations that ended (all their turns, or a failed one).
+    ended: usize,
+}
+
+/// What a sender does next.
+pub(super) enum Next {
+    Send(Conversation, String),
+    /// Every conversation allowed is in flight: try again when one comes back.
+    Wait,
+    /// Every conversation allowed has ended.
+    Done,
 }
 
 /// The system prompt of group `g`: an opening line that differs from the first token on, then S
@@ -106,17 +119,32 @@ impl Generator {
             base_share: if workload == Workload::LoraMix { args.base_share.clamp(0.0, 1.0) } else { 0.0 },
             idle: VecDeque::new(),
             next_id: 0,
+            max_conversations: args.conversations.filter(|_| workload.multi_turn()),
+            ended: 0,
         }
     }
 
-    /// The next request: a conversation with a new user question appended, and the model to ask.
-    pub fn next(&mut self) -> (Conversation, String) {
-        let mut conv = if self.workload.multi_turn() { self.idle.pop_front() } else { None }.unwrap_or_else(|| {
-            let group = self.rng.random_range(0..self.system_prompts.len());
-            let id = self.next_id;
-            self.next_id += 1;
-            Conversation { id, group, turn: 0, messages: vec![("system".into(), self.system_prompts[group].clone())] }
-        });
+    /// The next request (a conversation with a new user question appended, and the model to ask),
+    /// or why there is none yet.
+    pub fn next(&mut self) -> Next {
+        let waiting = if self.workload.multi_turn() { self.idle.pop_front() } else { None };
+        let mut conv = match (waiting, self.max_conversations) {
+            (Some(conv), _) => conv,
+            (None, Some(max)) if self.next_id >= max => {
+                return if self.ended >= max { Next::Done } else { Next::Wait };
+            }
+            (None, _) => {
+                let group = self.rng.random_range(0..self.system_prompts.len());
+                let id = self.next_id;
+                self.next_id += 1;
+                Conversation {
+                    id,
+                    group,
+                    turn: 0,
+                    messages: vec![("system".into(), self.system_prompts[group].clone())],
+                }
+            }
+        };
         let question = text::question(self.workload.style(), &mut self.rng, &self.tokenizer, self.question_tokens);
         conv.messages.push(("user".into(), question));
         conv.turn += 1;
@@ -125,7 +153,7 @@ impl Generator {
         } else {
             self.models[self.rng.random_range(0..self.models.len())].clone()
         };
-        (conv, model)
+        Next::Send(conv, model)
     }
 
     /// Returns a conversation after its reply: a multi-turn workload appends the reply the pod sent
@@ -139,7 +167,7 @@ impl Generator {
                 conv.messages.push(("assistant".into(), r));
                 self.idle.push_back(conv);
             }
-            _ => {} // finished or failed: a new conversation takes its place
+            _ => self.ended += 1, // finished or failed: a new conversation takes its place
         }
     }
 }
@@ -196,15 +224,36 @@ mod tests {
         assert!(cjk.chars().filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c)).count() > 300);
     }
 
+    fn send(next: Next) -> Conversation {
+        match next {
+            Next::Send(conv, _) => conv,
+            Next::Wait | Next::Done => panic!("expected a request"),
+        }
+    }
+
+    #[test]
+    fn a_conversation_cap_waits_for_a_turn_and_ends_when_every_conversation_has() {
+        let mut g = generator("multi-turn", &["--turns", "2", "--conversations", "2", "--system-tokens", "50"]);
+        let (a, b) = (send(g.next()), send(g.next()));
+        assert!(matches!(g.next(), Next::Wait), "both conversations are in flight: no third starts");
+        g.done(a, Some("reply".into()));
+        let a = send(g.next());
+        assert_eq!((a.id, a.turn), (0, 2));
+        g.done(a, Some("reply".into()));
+        assert!(matches!(g.next(), Next::Wait), "one has ended, the other is in flight");
+        g.done(b, None);
+        assert!(matches!(g.next(), Next::Done));
+    }
+
     #[test]
     fn multi_turn_workloads_append_the_reply_and_one_shot_workloads_do_not() {
         for (w, keeps) in [("multi-turn", true), ("code-assistant", true), ("cjk-chat", true), ("shared-prefix", false)]
         {
             let mut g = generator(w, &["--turns", "3", "--system-tokens", "50", "--question-tokens", "20"]);
-            let (conv, _) = g.next();
+            let conv = send(g.next());
             let id = conv.id;
             g.done(conv, Some("the reply the pod sent".into()));
-            let (next, _) = g.next();
+            let next = send(g.next());
             assert_eq!(next.id == id, keeps, "{w}");
             if keeps {
                 assert_eq!(next.turn, 2);

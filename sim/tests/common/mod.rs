@@ -122,6 +122,7 @@ pub fn load_args(targets: Vec<String>, fleet: Vec<String>) -> LoadArgs {
         question_tokens: 20,
         output_tokens: 8,
         turns: 3,
+        conversations: None,
         loras: vec![],
         base_share: 0.0,
         no_stream: false,
