@@ -44,12 +44,13 @@ RESULTS = ROOT / "bench" / "results"
 PARTS = ("profiles", "saturation", "quality", "overhead", "host", "scraper")
 QUALITY_ROUTERS = ("envoy-round-robin", "envoy-least-request", "vllm-router-cache_aware", "vllm-router-power_of_two",
                    "envoy-plugin", "envoy-wis-epp", "ideal-pinned")
-PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "vllm-router-cache_aware", "envoy-plugin", "two-gateways")
+PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "vllm-router-cache_aware", "envoy-plugin", "two-gateways",
+                   "two-gateways-by-key")
 SATURATION_ROUTERS = ("ideal-pinned", "envoy-round-robin", "envoy-plugin")
 # --quick: two text profiles and the routers the goals compare, short runs.
 QUICK_PROFILES = ("english", "cjk")
 QUICK_SATURATION_PROFILES = ("english",)
-QUICK_PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "envoy-plugin", "two-gateways")
+QUICK_PROFILE_ROUTERS = ("ideal-pinned", "envoy-round-robin", "envoy-plugin", "two-gateways", "two-gateways-by-key")
 # The seed of every load run: the same requests for every router.
 SEED = 7
 # Workload name -> the true UTF-8 bytes per token of its text on its fleet's tokenizer (sim tokenize).
@@ -184,8 +185,8 @@ def quality_goals(profiles: list[Result], saturation: list[Result], quality: lis
                   plan: dict[str, experiment.Workload]) -> list[Goal]:
     goals: list[Goal] = []
     for workload, peers in experiment.peers_of(profiles).items():
-        plugin, two, ideal, rr = (peers.get(n) for n in ("envoy-plugin", "two-gateways", "ideal-pinned",
-                                                          "envoy-round-robin"))
+        plugin, two, by_key, ideal, rr = (peers.get(n) for n in ("envoy-plugin", "two-gateways", "two-gateways-by-key",
+                                                                  "ideal-pinned", "envoy-round-robin"))
         pressure = workload == "kv-pressure"
         if plugin and not pressure:
             goals.append(goal(f"{workload}: turn affinity, one gateway", "≥ 0.95", plugin.turn_affinity,
@@ -193,6 +194,9 @@ def quality_goals(profiles: list[Result], saturation: list[Result], quality: lis
         if two and not pressure:
             goals.append(goal(f"{workload}: turn affinity, two gateways alternating", "≥ 0.90", two.turn_affinity,
                               lambda v: v >= 0.90))
+        if by_key and not pressure:
+            goals.append(goal(f"{workload}: turn affinity, two gateways alternating, unseenPlacement key", "≥ 0.90",
+                              by_key.turn_affinity, lambda v: v >= 0.90))
         if plugin and ideal and plugin.hit_rate is not None and ideal.hit_rate:
             need = 0.90 if pressure else 0.95
             goals.append(goal(f"{workload}: hit rate ÷ ideal pinning's", f"≥ {need:.2f}",

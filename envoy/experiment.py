@@ -247,7 +247,17 @@ ROUTERS: dict[str, str] = {
     "envoy-wis-epp": "Envoy + wis-epp: the same core and profile out of proxy, over ext_proc as GAIE wires an Endpoint Picker "
                      "(its CPU is added to Envoy's)",
     "two-gateways": "two Envoys + plugin (own scraper each) on one fleet, the client alternating request by request",
+    "two-gateways-by-key": "the same two gateways with `max-score-picker`'s `unseenPlacement: key` (what an operator "
+                           "running several replicas sets; the default `auto` decides from what the pods report)",
 }
+
+# The default profile with unseen prompts always placed by their conversation key.
+BY_KEY_PROFILE: dict = {"endpointPickerConfig": {
+    "plugins": [{"type": "prefix-cache-scorer"}, {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                {"type": "max-score-picker", "parameters": {"unseenPlacement": "key"}}],
+    "schedulingProfiles": [{"name": "default", "plugins": [
+        {"pluginRef": "prefix-cache-scorer", "weight": 3}, {"pluginRef": "queue-scorer", "weight": 2},
+        {"pluginRef": "kv-cache-utilization-scorer", "weight": 2}, {"pluginRef": "max-score-picker"}]}]}}
 
 
 @dataclass
@@ -305,8 +315,11 @@ def start_router(
 
     if name == "ideal-pinned":
         return Router(name, [f"http://{p}" for p in pool], spread="group")
-    if name == "two-gateways":
-        gateways = [envoy("plugin", stack.start_scraper(pool), label=f"envoy-gw{i}") for i in (1, 2)]
+    if name in ("two-gateways", "two-gateways-by-key"):
+        config = BY_KEY_PROFILE if name == "two-gateways-by-key" else plugin_config
+        gateways = [stack.start_envoy("plugin", pool, scraper=stack.start_scraper(pool), workers=workers,
+                                      access_log=access_log, plugin_config=config, name=f"envoy-gw{i}")
+                    for i in (1, 2)]
         return Router(name, [g.url for g in gateways], "round-robin", [g.process.pid for g in gateways], gateways)
     if name == "envoy-wis-epp":
         # wis-epp scrapes the pods itself and takes the plugin's configuration.

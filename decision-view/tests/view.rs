@@ -62,11 +62,12 @@ fn a_decision_shows_every_scorer_for_every_endpoint_with_the_default_weights() {
 }
 
 #[test]
-fn the_queue_decides_between_otherwise_equal_pods() {
+fn a_new_conversation_is_placed_by_its_key_and_keeps_off_busy_pods() {
     let mut view = View::new("{}").unwrap();
-    view.set_snapshot(&snapshot([4, 0, 4])).unwrap();
+    view.set_snapshot(&snapshot([8, 0, 8])).unwrap();
     let out = schedule(&mut view, &chat(&["hello"]), false);
-    assert_eq!(out["decision"]["primary"], POD_B);
+    assert_eq!(out["decision"]["primary"], POD_B, "the only pod within the load bound");
+    assert_eq!(out["decision"]["placed_by_key"], true);
 }
 
 #[test]

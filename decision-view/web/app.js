@@ -302,6 +302,7 @@ function showDecision(decision, request, source) {
     `predicted prefix ${decision.predicted_cached_blocks}/${decision.total_blocks} blocks`,
   ];
   if (decision.fell_back_to_all) summary.push("every endpoint was saturated: all were candidates");
+  if (decision.placed_by_key) summary.push("no endpoint holds this prompt yet: placed by its conversation key (rendezvous rank) among the pods within the load bound, not by the load scores, so every gateway replica picks the same pod");
   if (decision.omitted_rows) summary.push(`${decision.omitted_rows} lower-scored endpoints not shown`);
   if (request) summary.push(`${request.api}, model ${request.model}${request.lora_adapter ? ` (LoRA ${request.lora_adapter})` : ""}, ~${request.estimated_prompt_tokens} prompt tokens in ${request.prefix_blocks} prefix blocks`);
   const head = el("tr", {}, el("th", {}, "Endpoint"),

@@ -64,6 +64,9 @@ pub struct Decision {
     pub primary_metrics_known: bool,
     /// Candidates whose metrics were unknown.
     pub unknown_metrics: u32,
+    /// No candidate was known to hold any of the prompt, and the picker placed it by the
+    /// conversation's key (rendezvous rank) rather than by the load scores.
+    pub placed_by_key: bool,
     /// Present when the caller asked for it (`SchedulingContext::detail`).
     pub detail: Option<Box<DecisionDetail>>,
 }
@@ -113,6 +116,9 @@ impl Decision {
         if self.fell_back_to_all {
             out.push_str(" all-saturated");
         }
+        if self.placed_by_key {
+            out.push_str(" placed-by-key");
+        }
         if !self.fallbacks.is_empty() {
             out.push_str(&format!(" fallbacks={}", self.fallback_addresses(pool).join(",")));
         }
@@ -144,6 +150,7 @@ impl Decision {
             no_healthy_endpoint: bool,
             primary_metrics_known: bool,
             unknown_metrics: u32,
+            placed_by_key: bool,
             scores: Vec<&'a EndpointScores>,
             omitted_rows: usize,
         }
@@ -179,6 +186,7 @@ impl Decision {
             no_healthy_endpoint: self.no_healthy_endpoint,
             primary_metrics_known: self.primary_metrics_known,
             unknown_metrics: self.unknown_metrics,
+            placed_by_key: self.placed_by_key,
             scores: rows,
             omitted_rows,
         };
@@ -222,6 +230,7 @@ mod tests {
             no_healthy_endpoint: false,
             primary_metrics_known: true,
             unknown_metrics: 0,
+            placed_by_key: false,
             detail: Some(Box::new(DecisionDetail {
                 profile: "default".into(),
                 picker: "max-score-picker".into(),

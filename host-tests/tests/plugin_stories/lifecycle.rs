@@ -21,7 +21,8 @@ fn in_flight_requests_are_released_when_their_response_ends() {
 
 #[test]
 fn in_flight_requests_are_released_when_their_stream_is_reset() {
-    let envoy = fleet(2, &pods(2), json!({}));
+    // New prompts placed by the load scores, which read the in-flight counts.
+    let envoy = fleet(2, &pods(2), placed_by_load());
     let (a, b) = ("10.0.0.1:8000", "10.0.0.2:8000");
     let mut pinned = pin(&envoy, 0, a, 3);
     send_chat(&envoy, 1, "while busy", "q").assert_destination(b);

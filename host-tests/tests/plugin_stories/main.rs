@@ -82,6 +82,24 @@ fn guarded_profile(objectives: Value) -> Value {
     })
 }
 
+/// The default profile, but a prompt no pod is known to hold is always placed by the load scores
+/// (as llm-d does), never by its conversation key: for stories about what those scores see.
+fn placed_by_load() -> Value {
+    placed_by("load")
+}
+
+/// The default profile with `max-score-picker`'s `unseenPlacement` set to `mode`.
+fn placed_by(mode: &str) -> Value {
+    json!({"endpointPickerConfig": {
+        "plugins": [{"type": "prefix-cache-scorer"}, {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                    {"type": "max-score-picker", "parameters": {"unseenPlacement": mode}}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "max-score-picker"}]}]}})
+}
+
 /// Pins `n` requests to `pod` with the subset hint and leaves them in flight.
 fn pin(envoy: &Envoy, worker: usize, pod: &str, n: usize) -> Vec<Exchange> {
     (0..n)

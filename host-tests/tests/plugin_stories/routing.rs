@@ -27,7 +27,8 @@ fn a_conversation_returns_to_the_pod_holding_its_prefix_even_on_another_worker()
 #[test]
 fn requests_in_flight_spread_over_the_pool_across_workers() {
     let pool = pods(4);
-    let envoy = fleet(2, &pool, json!({}));
+    // New prompts placed by the load scores, which read the in-flight counts.
+    let envoy = fleet(2, &pool, placed_by_load());
     let mut per_pod: BTreeMap<String, usize> = BTreeMap::new();
     let mut held = Vec::new();
     // Six arrive on worker 0, then two on worker 1, which must see worker 0's six.
@@ -41,6 +42,78 @@ fn requests_in_flight_spread_over_the_pool_across_workers() {
 }
 
 #[test]
+fn placed_by_key_new_conversations_in_flight_stay_within_the_load_bound() {
+    // Each pod already runs 4 requests; one has 8 waiting. New conversations go by their keys,
+    // but never to the pod above (1 + 0.25) × the average + 1.
+    let pool: Vec<Pod> = pods(4)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| if i == 2 { p.running(4).waiting(8) } else { p.running(4) })
+        .collect();
+    let envoy = fleet(2, &pool, placed_by("key"));
+    let mut per_pod: BTreeMap<String, usize> = BTreeMap::new();
+    let mut held = Vec::new();
+    for i in 0..24 {
+        let r = send_chat(&envoy, i % 2, &format!("Topic number {i}."), &format!("Question {i}"));
+        *per_pod.entry(r.primary()).or_default() += 1;
+        held.push(r);
+    }
+    assert!(!per_pod.contains_key(&pool[2].address), "the overloaded pod got none: {per_pod:?}");
+    assert_eq!(per_pod.len(), 3, "the others all got some: {per_pod:?}");
+    assert!(stat(&envoy, "wis.decisions.placed_by_key") >= 24);
+}
+
+/// A chat request for turn `turn` (0-based) of conversation `c`: its system prompt, the earlier
+/// exchanges, a new question.
+fn turn_of(c: usize, turn: usize) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": system_prompt(&format!("conversation {c}"))})];
+    for t in 0..=turn {
+        messages.push(json!({"role": "user", "content": format!("Question {t} of conversation {c}?")}));
+        if t < turn {
+            messages.push(json!({"role": "assistant", "content": format!("Answer {t}: {}", "because. ".repeat(30))}));
+        }
+    }
+    json!({"model": MODEL, "messages": messages})
+}
+
+/// Two gateways with their own memories, each seeing different queues on the same four pods,
+/// take a conversation's turns in alternation: where does each turn go?
+fn two_gateways_alternating(extra: Value) -> Vec<Vec<String>> {
+    let base = pods(4);
+    let views = [[1, 0, 2, 0], [0, 2, 0, 1]];
+    let gateways: Vec<Envoy> = views
+        .iter()
+        .map(|waiting| {
+            let pool: Vec<Pod> = base.iter().zip(waiting).map(|(p, &w)| p.clone().running(2).waiting(w)).collect();
+            fleet(1, &pool, extra.clone())
+        })
+        .collect();
+    (0..8)
+        .map(|c| {
+            (0..4)
+                .map(|turn| {
+                    let mut r = gateways[(c + turn) % 2].worker(0).request(CHAT).json(&turn_of(c, turn)).send();
+                    let pod = r.primary();
+                    finish(&mut r);
+                    pod
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn two_gateways_taking_turns_keep_a_conversation_on_one_pod() {
+    for (c, pods) in two_gateways_alternating(json!({})).iter().enumerate() {
+        assert!(pods.iter().all(|p| *p == pods[0]), "conversation {c}: {pods:?}");
+    }
+    // Control: placed by each gateway's own view of the queues, some conversation is split.
+    let split =
+        two_gateways_alternating(placed_by_load()).iter().filter(|pods| pods.iter().any(|p| *p != pods[0])).count();
+    assert!(split > 0, "placed by load, every conversation still stayed on one pod");
+}
+
+#[test]
 fn a_lora_request_goes_to_the_pod_running_its_adapter() {
     let pool = vec![
         pod("10.0.0.1:8000").lora(&["sql-lora"], 4).kv(0.3),
@@ -50,11 +123,13 @@ fn a_lora_request_goes_to_the_pod_running_its_adapter() {
     let profile = json!({
         "models": {"served": [MODEL], "adapters": ["sql-lora"]},
         "endpointPickerConfig": {
-            "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "lora-affinity-scorer"}],
+            "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "lora-affinity-scorer"},
+                        {"type": "max-score-picker", "parameters": {"unseenPlacement": "load"}}],
             "schedulingProfiles": [{"name": "default", "plugins": [
                 {"pluginRef": "queue-scorer", "weight": 2},
                 {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
-                {"pluginRef": "lora-affinity-scorer", "weight": 5}]}]
+                {"pluginRef": "lora-affinity-scorer", "weight": 5},
+                {"pluginRef": "max-score-picker"}]}]
         }
     });
     let envoy = fleet(1, &pool, profile);

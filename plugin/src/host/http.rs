@@ -259,6 +259,9 @@ fn count_decision(s: &mut super::stats::Stats, routed: &Routed, elapsed_us: u64)
     if !d.primary_metrics_known {
         f.unknown_metrics_decisions.inc();
     }
+    if d.placed_by_key {
+        f.placed_by_key.inc();
+    }
     match routed.session {
         SessionOutcome::None => {}
         SessionOutcome::Accepted => f.session_accepted.inc(),

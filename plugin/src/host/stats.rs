@@ -144,6 +144,8 @@ stats! {
     no_healthy_endpoint: Counter = "wis.decisions.no_healthy_endpoint",
     /// Decisions whose chosen endpoint's metrics were unknown (chosen on the gateway's own counts).
     unknown_metrics_decisions: Counter = "wis.decisions.unknown_metrics",
+    /// Decisions for a prompt no endpoint was known to hold, placed by the conversation's key.
+    placed_by_key: Counter = "wis.decisions.placed_by_key",
     /// Local replies by status.
     replies_400: Counter = "wis.local_replies.400",
     replies_404: Counter = "wis.local_replies.404",

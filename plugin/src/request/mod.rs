@@ -72,6 +72,9 @@ pub struct SchedulingRequest {
     pub priority: i32,
     /// Chained prefix-block hashes of `prompt_prefix` (see `prefix::block_hashes`).
     pub block_hashes: Vec<u64>,
+    /// The messages carry an earlier reply (an `assistant` or `tool` message): the request
+    /// continues a conversation that some gateway already placed.
+    pub continues: bool,
 }
 
 /// Why a body cannot be scheduled. Each maps to a 400 or 404 reply saying what was expected.
@@ -154,12 +157,20 @@ struct PromptText {
     budget: usize,
     total_bytes: usize,
     exact: bool,
+    /// An `assistant` or `tool` message was read.
+    continues: bool,
 }
 
 impl PromptText {
     /// `expected`: how much text there may be (the body's length), to allocate once.
     fn new(budget: usize, expected: usize) -> Self {
-        Self { text: String::with_capacity(budget.min(expected)), budget, total_bytes: 0, exact: true }
+        Self {
+            text: String::with_capacity(budget.min(expected)),
+            budget,
+            total_bytes: 0,
+            exact: true,
+            continues: false,
+        }
     }
 
     fn push_str(&mut self, s: &str) {
@@ -236,6 +247,7 @@ pub fn parse_request(
         subset,
         priority: config.priority_of(headers.objective.as_deref()),
         block_hashes,
+        continues: prompt.continues,
     })
 }
 
@@ -323,6 +335,7 @@ fn read_messages(messages: &Messages, prompt: &mut PromptText) -> Result<(), Req
                 .map_err(|_| RequestError::InvalidField("messages[].role", "a string"))?,
             None => return Err(RequestError::InvalidField("messages[].role", "present")),
         };
+        prompt.continues |= role == "assistant" || role == "tool";
         prompt.push_str(&role);
         prompt.push_str(": ");
         match message.content {

@@ -31,6 +31,20 @@ fn chat_with_string_and_part_contents() {
     assert_eq!(r.cache_salt.as_deref(), Some("s"));
     assert_eq!(r.user.as_deref(), Some("u"));
     assert_eq!(r.api, ApiKind::ChatCompletions);
+    assert!(!r.continues, "a first turn");
+}
+
+#[test]
+fn a_conversation_with_an_earlier_reply_continues() {
+    let body = |roles: &[&str]| {
+        let messages: Vec<String> = roles.iter().map(|r| format!(r#"{{"role":"{r}","content":"text"}}"#)).collect();
+        format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","))
+    };
+    let continues = |roles: &[&str]| parse(ApiKind::ChatCompletions, &body(roles)).unwrap().continues;
+    assert!(!continues(&["system", "user"]));
+    assert!(continues(&["system", "user", "assistant", "user"]));
+    assert!(continues(&["user", "tool", "user"]));
+    assert!(!parse(ApiKind::Completions, r#"{"model":"m","prompt":"assistant: hi"}"#).unwrap().continues);
 }
 
 #[test]

@@ -78,6 +78,17 @@ impl Candidate<'_> {
         let m = &self.endpoint.metrics;
         m.waiting_requests.max(self.in_flight.requests.saturating_sub(m.running_requests))
     }
+
+    /// Requests at the pod as every gateway replica sees it alike: its reported running + waiting
+    /// (this gateway's in-flight count when the metrics are unknown). What this replica dispatched
+    /// since the last scrape is left out on purpose: another replica cannot see it.
+    pub fn reported_load(&self) -> u32 {
+        if !self.metrics_known {
+            return self.in_flight.requests;
+        }
+        let m = &self.endpoint.metrics;
+        m.running_requests.saturating_add(m.waiting_requests)
+    }
 }
 
 /// Why an endpoint was not a candidate. Formatted only for output.

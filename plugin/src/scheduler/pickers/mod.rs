@@ -12,9 +12,14 @@ use super::Candidate;
 pub struct PickInput<'a, 'b> {
     /// Σ weight × score per candidate.
     pub totals: &'b [f64],
+    /// The same sum over the scorers that do not measure load (where the request belongs: its
+    /// adapter, its session, its prefix), for placing a prompt no endpoint is known to hold.
+    pub affinity: &'b [f64],
     pub candidates: &'b [Candidate<'a>],
     /// Identifies the conversation (its first prompt blocks), for rendezvous placement.
     pub key: u64,
+    /// The request continues a conversation (its messages carry an earlier reply).
+    pub continues: bool,
     /// Fresh per request, for random pickers.
     pub seed: u64,
     /// Σ of the profile's scorer weights (the largest possible total).
@@ -25,6 +30,11 @@ pub trait Picker {
     fn name(&self) -> &'static str;
     /// Writes candidate indices into `out`, best first: the primary, then at most `fallbacks` others.
     fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>);
+
+    /// Whether this request is placed by its key alone (a prompt no candidate is known to hold).
+    fn places_by_key(&self, _input: &PickInput) -> bool {
+        false
+    }
 }
 
 /// A uniform choice among `n` candidates from the request's seed.
@@ -71,7 +81,9 @@ pub(crate) mod test_support {
     use super::*;
 
     pub fn pick(picker: &dyn Picker, totals: &[f64], candidates: &[Candidate], key: u64, seed: u64) -> Vec<usize> {
-        let input = PickInput { totals, candidates, key, seed, total_weight: 7.0 };
+        let affinity = vec![0.0; candidates.len()];
+        let input =
+            PickInput { totals, affinity: &affinity, candidates, key, continues: false, seed, total_weight: 7.0 };
         let mut out = Vec::new();
         picker.pick(&input, candidates.len(), &mut out);
         out

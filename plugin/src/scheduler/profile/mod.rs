@@ -38,6 +38,8 @@ struct WeightedScorer {
 struct Scratch {
     matches: Matches,
     totals: Vec<f64>,
+    /// Σ weight × score over the scorers that do not measure load.
+    affinity: Vec<f64>,
     scores: Vec<f64>,
     order: Vec<usize>,
 }
@@ -195,13 +197,16 @@ impl Scheduler {
         let key = self.affinity_key(request);
         let input = PickInput {
             totals: &scratch.totals,
+            affinity: &scratch.affinity,
             candidates: &candidates,
             key,
+            continues: request.continues,
             seed: ctx.random_seed,
             total_weight: self.scorers.iter().map(|s| s.weight).sum(),
         };
         scratch.order.clear();
         self.picker.pick(&input, self.fallback_count, &mut scratch.order);
+        let placed_by_key = self.picker.places_by_key(&input);
         let Some(&first) = scratch.order.first() else {
             return Err(ScheduleError::EmptyPool);
         };
@@ -216,6 +221,7 @@ impl Scheduler {
             no_healthy_endpoint: flags.no_healthy_endpoint,
             primary_metrics_known: primary.metrics_known,
             unknown_metrics: flags.unknown_metrics,
+            placed_by_key,
             detail,
         })
     }
@@ -266,7 +272,8 @@ impl Scheduler {
         Ok(flags)
     }
 
-    /// Phase 2: Σ weight × score per candidate into `scratch.totals`; each scorer's own scores too
+    /// Phase 2: Σ weight × score per candidate into `scratch.totals` (and over the scorers that do
+    /// not measure load into `scratch.affinity`); each scorer's own scores too
     /// when the detail is wanted.
     fn score(
         &self,
@@ -278,6 +285,8 @@ impl Scheduler {
         let n = candidates.len();
         scratch.totals.clear();
         scratch.totals.resize(n, 0.0);
+        scratch.affinity.clear();
+        scratch.affinity.resize(n, 0.0);
         let mut per_scorer = Vec::new();
         for scorer in &self.scorers {
             // Every scorer writes every entry: only the length needs setting, not the contents.
@@ -286,6 +295,11 @@ impl Scheduler {
             for (total, score) in scratch.totals.iter_mut().zip(scratch.scores.iter_mut()) {
                 *score = if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 };
                 *total += scorer.weight * *score;
+            }
+            if !scorer.scorer.measures_load() {
+                for (a, score) in scratch.affinity.iter_mut().zip(&scratch.scores) {
+                    *a += scorer.weight * score;
+                }
             }
             if detail {
                 per_scorer.push(scratch.scores.clone());

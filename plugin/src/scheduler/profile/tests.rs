@@ -76,6 +76,19 @@ impl World {
     }
 }
 
+/// Every pod of the pool has held `r`'s prompt (routed and released): no pod is new to it.
+fn held_everywhere(w: &mut World, r: &SchedulingRequest) {
+    for endpoint in w.pool.endpoints().iter().map(|e| e.address.clone()).collect::<Vec<_>>() {
+        w.memory.apply(&RoutingEvent::Routed {
+            endpoint: endpoint.clone(),
+            held: 0,
+            hashes: r.block_hashes.clone(),
+            prompt_tokens: 1,
+        });
+        w.memory.apply(&RoutingEvent::Released { endpoint, prompt_tokens: 1 });
+    }
+}
+
 fn idle(n: usize) -> Vec<Endpoint> {
     (0..n).map(|i| endpoint(i, 0, 0.1)).collect()
 }
@@ -212,9 +225,11 @@ fn subset_hint_restricts_and_an_outside_subset_is_an_error() {
 fn fallbacks_are_distinct_ordered_and_bounded() {
     let mut config = PluginConfig::default();
     config.limits.fallback_count = 2;
-    let w =
+    let mut w =
         World::new(config, vec![endpoint(0, 4, 0.1), endpoint(1, 0, 0.1), endpoint(2, 2, 0.1), endpoint(3, 3, 0.1)]);
-    let d = w.decide(&w.chat("s", "u")).unwrap();
+    let r = w.chat("s", "u");
+    held_everywhere(&mut w, &r);
+    let d = w.decide(&r).unwrap();
     assert_eq!(w.primary(&d), "10.0.0.1:8000");
     assert_eq!(d.fallback_addresses(&w.pool), vec!["10.0.0.2:8000", "10.0.0.3:8000"]);
     assert_eq!(d.header_value(&w.pool), "10.0.0.1:8000,10.0.0.2:8000,10.0.0.3:8000");
@@ -273,7 +288,9 @@ fn unreadable_metrics_keep_a_pod_a_candidate_scored_on_in_flight_counts() {
             });
         }
     }
-    let d = w.decide(&w.chat("s", "a short question")).unwrap();
+    let r = w.chat("s", "a short question");
+    held_everywhere(&mut w, &r);
+    let d = w.decide(&r).unwrap();
     assert_eq!(w.primary(&d), "10.0.0.1:8000");
     assert!(!d.primary_metrics_known);
     assert_eq!(d.unknown_metrics, 3);
@@ -383,4 +400,97 @@ fn without_detail_nothing_per_endpoint_is_built() {
     let d = w.scheduler.schedule(&r, &ctx).unwrap();
     assert!(d.detail.is_none());
     assert_eq!(d.primary, w.decide(&r).unwrap().primary, "the detail does not change the decision");
+}
+
+/// The default profile with `max-score-picker`'s `unseenPlacement` set to `mode`.
+fn unseen_placement(mode: &str) -> PluginConfig {
+    let json = format!(
+        r#"{{"endpointPickerConfig":{{"plugins":[{{"type":"prefix-cache-scorer"}},{{"type":"queue-scorer"}},
+            {{"type":"kv-cache-utilization-scorer"}},
+            {{"type":"max-score-picker","parameters":{{"unseenPlacement":"{mode}"}}}}],
+          "schedulingProfiles":[{{"name":"default","plugins":[{{"pluginRef":"prefix-cache-scorer","weight":3}},
+            {{"pluginRef":"queue-scorer","weight":2}},{{"pluginRef":"kv-cache-utilization-scorer","weight":2}},
+            {{"pluginRef":"max-score-picker"}}]}}]}}}}"#
+    );
+    PluginConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Conversation `c` at turn `turn`: its own system prompt, then `turn` earlier exchanges, then a
+/// new question.
+fn conversation(w: &World, c: usize, turn: usize) -> SchedulingRequest {
+    let mut messages = vec![serde_json::json!({"role": "system",
+        "content": format!("You are assistant number {c}. {}", "Answer with care and cite sources. ".repeat(30))})];
+    for t in 0..=turn {
+        messages.push(serde_json::json!({"role": "user", "content": format!("Question {t} of conversation {c}: {}", "why? ".repeat(40))}));
+        if t < turn {
+            messages.push(
+                serde_json::json!({"role": "assistant", "content": format!("Answer {t}: {}", "because. ".repeat(50))}),
+            );
+        }
+    }
+    let body = serde_json::json!({"model": "m", "messages": messages});
+    parse_request(ApiKind::ChatCompletions, body.to_string().as_bytes(), &RequestHeaders::default(), &w.config)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Two gateway replicas, each with its own memory and in-flight counts, take the turns of 12
+/// conversations of 5 turns in alternation on 4 pods (turn t of conversation c goes to replica
+/// (c + t) mod 2); two conversations start per round, and every round's turns are dispatched
+/// before any is released. Each replica scrapes at its own moments, so the queues it sees differ
+/// from the other's (0 to 2 waiting, 2 running, per pod and round); no pod is ever over the load
+/// bound. Returns, over the follow-up turns that reached a replica holding none of their prompt
+/// (the second turn, first seen by the other replica), how many went to the previous turn's pod,
+/// and how many there were.
+fn alternating_replicas(config: &PluginConfig) -> (usize, usize) {
+    let (conversations, turns) = (12, 5);
+    let mut replicas = [World::new(config.clone(), idle(4)), World::new(config.clone(), idle(4))];
+    let mut pod_of: Vec<Option<String>> = vec![None; conversations];
+    let (mut kept, mut follow_ups) = (0, 0);
+    for round in 0..conversations / 2 + turns {
+        for (g, replica) in replicas.iter_mut().enumerate() {
+            let scraped: Vec<Endpoint> = (0..4)
+                .map(|i| {
+                    let waiting = (crate::scheduler::mix64((round * 8 + g * 4 + i) as u64) % 3) as u32;
+                    let mut e = endpoint(i, waiting, 0.1);
+                    e.metrics.running_requests = 2;
+                    e
+                })
+                .collect();
+            let mut snapshot = PoolSnapshot::empty();
+            snapshot.endpoints = scraped;
+            replica.pool = replica.memory.install(snapshot);
+        }
+        let mut routed = Vec::new();
+        for (c, pod) in pod_of.iter_mut().enumerate() {
+            let Some(turn) = round.checked_sub(c / 2).filter(|&t| t < turns) else { continue };
+            let g = (c + turn) % 2;
+            let r = conversation(&replicas[g], c, turn);
+            let d = replicas[g].decide(&r).unwrap_or_else(|e| panic!("{e}"));
+            replicas[g].route(&d, &r);
+            let p = replicas[g].primary(&d);
+            // The second turn goes to the replica that did not take the first.
+            if let Some(previous) = pod.as_ref().filter(|_| turn == 1) {
+                follow_ups += 1;
+                kept += usize::from(*previous == p);
+            }
+            *pod = Some(p.clone());
+            routed.push((g, p));
+        }
+        for (g, p) in routed {
+            replicas[g].memory.apply(&RoutingEvent::Released { endpoint: p, prompt_tokens: 1 });
+        }
+    }
+    (kept, follow_ups)
+}
+
+#[test]
+fn two_replicas_taking_turns_agree_on_a_conversation_neither_has_seen_through() {
+    let (kept, follow_ups) = alternating_replicas(&unseen_placement("key"));
+    assert_eq!(follow_ups, 12, "each conversation's second turn reaches the replica that has not seen it");
+    assert_eq!(kept, follow_ups, "placed by the key, whatever each replica's view of the load");
+    // Placed by each replica's own load scores, the second replica sends it elsewhere.
+    let (kept_off, _) = alternating_replicas(&unseen_placement("load"));
+    assert!(kept_off < follow_ups, "placed by load: {kept_off} of {follow_ups}");
+    // The default sees the pods report more than its own traffic, and places by key.
+    assert_eq!(alternating_replicas(&PluginConfig::default()), (follow_ups, follow_ups));
 }

@@ -7,6 +7,10 @@ use crate::request::SchedulingRequest;
 pub struct ActiveRequestScorer;
 
 impl Scorer for ActiveRequestScorer {
+    fn measures_load(&self) -> bool {
+        true
+    }
+
     fn score(&self, _request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]) {
         let max = candidates.iter().map(|c| c.in_flight.requests).max().unwrap_or(0);
         for (o, c) in out.iter_mut().zip(candidates) {

@@ -6,6 +6,10 @@ use crate::request::SchedulingRequest;
 pub struct KvCacheScorer;
 
 impl Scorer for KvCacheScorer {
+    fn measures_load(&self) -> bool {
+        true
+    }
+
     fn score(&self, _request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]) {
         let free = |c: &Candidate| (1.0 - c.endpoint.metrics.kv_cache_usage).clamp(0.0, 1.0);
         let unknown = known_average(candidates, free);

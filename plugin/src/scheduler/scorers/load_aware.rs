@@ -29,6 +29,10 @@ impl LoadAwareScorer {
 }
 
 impl Scorer for LoadAwareScorer {
+    fn measures_load(&self) -> bool {
+        true
+    }
+
     fn score(&self, _request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]) {
         for (o, c) in out.iter_mut().zip(candidates) {
             let q = f64::from(c.effective_queue());

@@ -19,6 +19,13 @@ use crate::request::SchedulingRequest;
 pub trait Scorer {
     /// Writes one score in [0, 1] per candidate into `out` (same order, same length).
     fn score(&self, request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]);
+
+    /// Whether the score measures load (queues, KV usage, requests in flight): a reading of this
+    /// moment that differs between gateway replicas, rather than where the request belongs. The
+    /// picker places a prompt no endpoint is known to hold without these scores.
+    fn measures_load(&self) -> bool {
+        false
+    }
 }
 
 /// Known candidates' average of `score`, for those whose metrics are unknown (1 when none is known:

@@ -9,6 +9,10 @@ use crate::request::SchedulingRequest;
 pub struct QueueScorer;
 
 impl Scorer for QueueScorer {
+    fn measures_load(&self) -> bool {
+        true
+    }
+
     fn score(&self, _request: &SchedulingRequest, candidates: &[Candidate], out: &mut [f64]) {
         normalised_low_is_better(candidates, |c| f64::from(c.effective_queue()), out);
     }
