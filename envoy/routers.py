@@ -104,19 +104,18 @@ def start_router(
     """Starts the router `name` (a key of ROUTERS) in front of `pool`, with what it needs (the
     scraper for the plugin)."""
 
-    def envoy(scenario: str, scraper: str | None, label: str = "envoy") -> stack_mod.Envoy:
+    def envoy(scenario: str, scraper: str | None, label: str = "envoy", config: dict | None = plugin_config
+              ) -> stack_mod.Envoy:
         if envoy_starter is not None and label == "envoy":
             return envoy_starter(stack, scenario, pool, scraper)
         return stack.start_envoy(scenario, pool, scraper=scraper, workers=workers, access_log=access_log,
-                                 plugin_config=plugin_config if render.scenario(scenario).needs_wasm else None, name=label)
+                                 plugin_config=config if render.scenario(scenario).needs_wasm else None, name=label)
 
     if name == "ideal-pinned":
         return Router(name, [f"http://{p}" for p in pool], spread="group")
     if name in ("two-gateways", "two-gateways-by-key"):
         config = BY_KEY_PROFILE if name == "two-gateways-by-key" else plugin_config
-        gateways = [stack.start_envoy("plugin", pool, scraper=stack.start_scraper(pool), workers=workers,
-                                      access_log=access_log, plugin_config=config, name=f"envoy-gw{i}")
-                    for i in (1, 2)]
+        gateways = [envoy("plugin", stack.start_scraper(pool), label=f"envoy-gw{i}", config=config) for i in (1, 2)]
         return Router(name, [g.url for g in gateways], "round-robin", [g.process.pid for g in gateways], gateways)
     if name == "envoy-wis-epp":
         # wis-epp scrapes the pods itself and takes the plugin's configuration.

@@ -47,8 +47,7 @@ pub fn sample_text(workload: &str, tokenizer: &Tokenizer, tokens: usize, seed: u
 use args::{Arrivals, Plan, Spread, Workload};
 use client::{Target, body_for, discover_loras, exchange, parse_target, prefix_counters};
 use report::summarize;
-use workload::Generator;
-use workload::Next;
+use workload::{Generator, Next};
 
 use crate::tokenizer::Tokenizer;
 

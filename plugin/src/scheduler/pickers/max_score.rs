@@ -70,6 +70,23 @@ impl Picker for MaxScorePicker {
         "max-score-picker"
     }
 
+    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) -> bool {
+        if input.candidates.is_empty() {
+            return false;
+        }
+        let ranks = ranks(input);
+        let by_key = self.places_by_key(input);
+        let primary = if by_key { self.unseen(input, &ranks) } else { self.best(input, &ranks) };
+        let Some(primary) = primary else { return false };
+        out.push(primary);
+        push_fallbacks(input, &ranks, primary, fallbacks, out);
+        by_key
+    }
+}
+
+impl MaxScorePicker {
+    /// Whether this request is placed by its key: a prompt no candidate is known to hold, and
+    /// `unseenPlacement` says so.
     fn places_by_key(&self, input: &PickInput) -> bool {
         unseen(input.candidates)
             && match self.params.unseen_placement {
@@ -79,20 +96,6 @@ impl Picker for MaxScorePicker {
             }
     }
 
-    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) {
-        let n = input.candidates.len();
-        if n == 0 {
-            return;
-        }
-        let ranks = ranks(input);
-        let primary = if self.places_by_key(input) { self.unseen(input, &ranks) } else { self.best(input, &ranks) };
-        let Some(primary) = primary else { return };
-        out.push(primary);
-        push_fallbacks(input, &ranks, primary, fallbacks, out);
-    }
-}
-
-impl MaxScorePicker {
     /// The load bound over `load`: (1 + `maxLoadImbalance`) × the candidates' average + 1.
     fn bound(&self, input: &PickInput, load: impl Fn(usize) -> u32) -> f64 {
         let n = input.candidates.len();
@@ -130,18 +133,17 @@ impl MaxScorePicker {
 
 /// The pods report clearly more requests than this gateway has in flight to them: other gateway
 /// replicas (or clients) send to the pool too.
-pub(crate) fn others_send(candidates: &[super::super::Candidate]) -> bool {
+fn others_send(candidates: &[super::super::Candidate]) -> bool {
     let (mut reported, mut own) = (0u32, 0u32);
     for c in candidates.iter().filter(|c| c.metrics_known) {
-        let m = &c.endpoint.metrics;
-        reported = reported.saturating_add(m.running_requests.saturating_add(m.waiting_requests));
+        reported = reported.saturating_add(c.reported_load());
         own = own.saturating_add(c.in_flight.requests);
     }
     reported >= AUTO_MIN_REPORTED_REQUESTS && f64::from(own) < AUTO_OWN_SHARE * f64::from(reported)
 }
 
 /// No candidate is known to hold any of the prompt.
-pub(crate) fn unseen(candidates: &[super::super::Candidate]) -> bool {
+fn unseen(candidates: &[super::super::Candidate]) -> bool {
     candidates.iter().all(|c| c.prefix_matched == 0)
 }
 

@@ -29,12 +29,9 @@ pub struct PickInput<'a, 'b> {
 pub trait Picker {
     fn name(&self) -> &'static str;
     /// Writes candidate indices into `out`, best first: the primary, then at most `fallbacks` others.
-    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>);
-
-    /// Whether this request is placed by its key alone (a prompt no candidate is known to hold).
-    fn places_by_key(&self, _input: &PickInput) -> bool {
-        false
-    }
+    /// Returns whether the primary was placed by the request's key alone (a prompt no candidate is
+    /// known to hold), not by the scores.
+    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) -> bool;
 }
 
 /// A uniform choice among `n` candidates from the request's seed.

@@ -9,14 +9,15 @@ impl Picker for RandomPicker {
         "random-picker"
     }
 
-    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) {
+    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) -> bool {
         let n = input.candidates.len();
         if n == 0 {
-            return;
+            return false;
         }
         let primary = uniform(input.seed, n);
         out.push(primary);
         push_fallbacks(input, &ranks(input), primary, fallbacks, out);
+        false
     }
 }
 

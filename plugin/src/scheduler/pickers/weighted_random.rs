@@ -11,10 +11,10 @@ impl Picker for WeightedRandomPicker {
         "weighted-random-picker"
     }
 
-    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) {
+    fn pick(&self, input: &PickInput, fallbacks: usize, out: &mut Vec<usize>) -> bool {
         let n = input.candidates.len();
         if n == 0 {
-            return;
+            return false;
         }
         let sum: f64 = input.totals.iter().map(|t| t.max(0.0)).sum();
         let primary = if sum <= 0.0 {
@@ -34,6 +34,7 @@ impl Picker for WeightedRandomPicker {
         };
         out.push(primary);
         push_fallbacks(input, &ranks(input), primary, fallbacks, out);
+        false
     }
 }
 

@@ -205,8 +205,7 @@ impl Scheduler {
             total_weight: self.scorers.iter().map(|s| s.weight).sum(),
         };
         scratch.order.clear();
-        self.picker.pick(&input, self.fallback_count, &mut scratch.order);
-        let placed_by_key = self.picker.places_by_key(&input);
+        let placed_by_key = self.picker.pick(&input, self.fallback_count, &mut scratch.order);
         let Some(&first) = scratch.order.first() else {
             return Err(ScheduleError::EmptyPool);
         };
