@@ -55,6 +55,10 @@ struct Entry {
     /// The previous block's hash ([`ROOT`] for a first block): lets an event name a held prefix by
     /// its last block alone.
     parent: u64,
+    /// A lower bound on the ticks of this entry and of every block before it in its prompt, as of
+    /// its last use (the blocks before it only get fresher, so it stays a bound): how fresh the
+    /// whole held prefix ending here is, without walking it.
+    floor: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,19 +77,31 @@ struct EndpointIndex {
     zero_streak: Vec<u64>,
     /// Uses of this endpoint's entries so far.
     clock: u64,
+    /// The capacity in blocks the last eviction enforced (0 until then: nothing is fresh).
+    capacity: usize,
+    /// Scratch for walking a held chain back to its first block (kept to reuse its allocation).
+    walk: Vec<(u64, u64)>,
 }
 
 impl EndpointIndex {
-    /// Uses younger than this need no refresh: an entry among the freshest quarter of what the
-    /// endpoint holds stays there until three quarters of the entries have been replaced, so moving
-    /// it to the front would change no eviction soon (and re-touching a long conversation's
-    /// hundreds of blocks on every turn is most of what recording costs).
+    /// Uses younger than this need no refresh. An entry used `age` uses ago has at most `age`
+    /// entries younger than it, so it is evicted no sooner than `capacity - age` further uses from
+    /// now; refreshing it would make that `capacity`. Below a quarter of the capacity the entry keeps
+    /// at least three quarters of its lifetime unrefreshed, so moving it to the front changes no
+    /// eviction soon (and re-touching a long conversation's hundreds of blocks on every turn was most
+    /// of what recording cost). An endpoint far below its capacity evicts nothing, whatever the order.
     fn fresh_uses(&self) -> u64 {
-        self.entries.len() as u64 / 4
+        self.capacity as u64 / 4
     }
 
-    fn is_fresh(&self, entry: &Entry, slack: u64) -> bool {
-        self.clock.saturating_sub(entry.tick).saturating_add(slack) < self.fresh_uses()
+    /// Whether the `held` blocks ending at `entry` are all fresh enough to need no refresh. Every
+    /// one of them has a tick at or above `entry.floor`, so at most `clock - floor` entries are
+    /// younger than the oldest of them, `held - 1` of which are the chain itself: the others are
+    /// what refreshing would put the chain in front of again. A long prompt is then no staler than
+    /// a short one for having many blocks.
+    fn chain_is_fresh(&self, entry: &Entry, held: u32) -> bool {
+        let since = self.clock.saturating_sub(entry.floor);
+        since.saturating_sub(u64::from(held.saturating_sub(1))) < self.fresh_uses()
     }
 }
 
@@ -99,6 +115,8 @@ impl EndpointIndex {
             epoch: Epoch { reports: 0, fill_sum: 0.0 },
             zero_streak: Vec::new(),
             clock: 0,
+            capacity: 0,
+            walk: Vec::new(),
         }
     }
 }
@@ -245,34 +263,40 @@ impl PrefixIndex {
     /// Records a prompt whose first `held` blocks `id` was believed to hold: `hashes[0]` is the last
     /// of them and the rest follow it. The held chain is refreshed by walking parents back from
     /// `hashes[0]` (oldest first, as [`record`](Self::record) would touch it), so an event need not
-    /// carry it. With `held == 0`, `hashes` is the whole prompt.
+    /// carry it; a chain still fresh as a whole is not walked at all (see [`chain_is_fresh`]). With
+    /// `held == 0`, `hashes` is the whole prompt.
+    ///
+    /// [`chain_is_fresh`]: EndpointIndex::chain_is_fresh
     pub fn record_held(&mut self, id: EndpointId, held: u32, hashes: &[u64], bytes_per_token: f64) {
         let Some((&anchor, rest)) = hashes.split_first().filter(|_| held > 0) else {
             return self.record(id, hashes, bytes_per_token);
         };
-        let mut chain = Vec::with_capacity(held as usize);
-        if let Some(index) = self.index(id) {
-            // The chain was touched root first, just before its anchor: an anchor fresh by more than
-            // the chain's length means every block of the chain is fresh too.
-            if let Some(entry) = index.entries.get(&anchor)
-                && index.is_fresh(entry, u64::from(held))
-            {
-                return self.record_after(id, anchor, rest, bytes_per_token);
-            }
-            let mut at = anchor;
-            while chain.len() < held as usize
-                && let Some(entry) = index.entries.get(&at)
-            {
-                chain.push((at, entry.parent));
-                if entry.parent == ROOT {
-                    break;
-                }
-                at = entry.parent;
-            }
-        }
         self.index_mut(id);
+        let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
+        if let Some(entry) = index.entries.get(&anchor)
+            && index.chain_is_fresh(entry, held)
+        {
+            return self.record_after(id, anchor, rest, bytes_per_token);
+        }
+        // Walk back to the first block (or as far as the index holds the chain), then touch it
+        // root first. The walk reuses one buffer, so the steady state allocates nothing.
+        let mut chain = std::mem::take(&mut index.walk);
+        chain.clear();
+        let mut at = anchor;
+        while chain.len() < held as usize
+            && let Some(entry) = index.entries.get(&at)
+        {
+            chain.push((at, entry.parent));
+            if entry.parent == ROOT {
+                break;
+            }
+            at = entry.parent;
+        }
         for &(hash, parent) in chain.iter().rev() {
             self.touch(id, hash, parent);
+        }
+        if let Some(Some(index)) = self.endpoints.get_mut(id.index()) {
+            index.walk = chain;
         }
         self.record_after(id, anchor, rest, bytes_per_token);
     }
@@ -291,17 +315,24 @@ impl PrefixIndex {
         self.enforce_total_bound(bytes_per_token);
     }
 
-    /// Marks `hash` (whose parent is `parent`) most recently used at `id`, adding it if new.
+    /// Marks `hash` (whose parent is `parent`) most recently used at `id`, adding it if new. An
+    /// entry still fresh keeps its place; either way its floor follows its parent's.
     fn touch(&mut self, id: EndpointId, hash: u64, parent: u64) {
         let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
-        if let Some(entry) = index.entries.get(&hash)
-            && index.is_fresh(entry, 0)
+        let parent_floor = if parent == ROOT { None } else { index.entries.get(&parent).map(|p| p.floor) };
+        let fresh_uses = index.fresh_uses();
+        let clock = index.clock;
+        if let Some(entry) = index.entries.get_mut(&hash)
+            && clock.saturating_sub(entry.tick) < fresh_uses
         {
+            entry.parent = parent;
+            entry.floor = parent_floor.map_or(entry.tick, |f| f.min(entry.tick));
             return;
         }
         index.clock += 1;
         let tick = index.clock;
-        if index.entries.insert(hash, Entry { tick, parent }).is_none() {
+        let floor = parent_floor.map_or(tick, |f| f.min(tick));
+        if index.entries.insert(hash, Entry { tick, parent, floor }).is_none() {
             self.total += 1;
             match self.holders.get_mut(&hash) {
                 None => {
@@ -432,6 +463,7 @@ impl PrefixIndex {
     fn evict_to_capacity(&mut self, id: EndpointId, bytes_per_token: f64) {
         let capacity = self.capacity_blocks(id, bytes_per_token);
         let Some(Some(index)) = self.endpoints.get_mut(id.index()) else { return };
+        index.capacity = capacity;
         let mut evicted = Vec::new();
         while index.entries.len() > capacity {
             let Some((hash, tick)) = index.order.pop_front() else { break };

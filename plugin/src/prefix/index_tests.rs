@@ -197,6 +197,38 @@ fn a_fresh_prompt_is_not_touched_again_but_an_old_one_is() {
 }
 
 #[test]
+fn a_long_conversation_is_not_walked_again_while_fresh_and_survives_when_old() {
+    // Capacity 1,000: a quarter is 250 uses, shorter than the 400-block conversation.
+    let mut index = PrefixIndex::new(settings(1000, 1_000_000));
+    let turn: Vec<u64> = (1..=400).collect();
+    index.record(id(0), &turn, BPT);
+    let queued = index.queued();
+    // Later turns name the held 400 by their last block, with other traffic in between.
+    let mut held = 400u32;
+    for t in 0..20u64 {
+        index.record(id(0), &[90_000 + t], BPT);
+        let next = 1_000 + t;
+        index.record_held(id(0), held, &[if t == 0 { 400 } else { next - 1 }, next], BPT);
+        held += 1;
+    }
+    assert_eq!(index.queued(), queued + 40, "each turn queued its new block and the other traffic, not the chain");
+    // Other traffic of more than a quarter of the capacity makes it stale: the next turn walks and
+    // refreshes it, so it outlives what came before and after.
+    for b in 0..300u64 {
+        index.record(id(0), &[50_000 + b], BPT);
+    }
+    index.record_held(id(0), held, &[1_019], BPT);
+    assert!(index.queued() >= queued + 40 + 300 + 400, "the stale chain was refreshed");
+    for b in 0..500u64 {
+        index.record(id(0), &[60_000 + b], BPT);
+    }
+    let mut whole = turn.clone();
+    whole.extend(1_000..1_020);
+    assert_eq!(index.matched_blocks(&whole, id(0)), 420, "the refreshed conversation survived");
+    assert_eq!(index.matched_blocks(&[90_000], id(0)), 0, "the older traffic went");
+}
+
+#[test]
 fn removing_endpoints_frees_their_entries() {
     let mut index = PrefixIndex::new(settings(100, 1000));
     index.record(id(0), &[1, 2], BPT);
