@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one entry point.
-#   ./build.sh            build the plugin .wasm (size-optimised) and report its size and sha256
+#   ./build.sh            build the plugin .wasm (optimised for speed, stripped) and report its size and sha256
 #   ./build.sh test       every test: formatting, lints, unit tests, host tests, end-to-end, manifests, browser
 #   ./build.sh ui         a live local stack with the chat and the decision view, until Ctrl-C
 #   ./build.sh demo       the main job: simulated vLLM fleet + scraper + real Envoy with the plugin, a chat workload
