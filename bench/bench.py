@@ -275,8 +275,10 @@ def write_report(a: argparse.Namespace, base: Path, started: float, profiles: li
                    f"interleave the proxies, each row the median of its rounds, with 1 connection (no queueing: the "
                    f"difference to the floor is the time each proxy adds on the request path) and with "
                    f"{a.overhead_connections} (the machine saturates: throughput). `passthrough-wasm` is a proxy-wasm "
-                   "filter that does nothing (bench/passthrough-filter): the price of any wasm filter in V8, so "
-                   "`plugin` minus `passthrough-wasm` is what our filter itself costs. CPU per request: the Envoy "
+                   "filter that does nothing (bench/passthrough-filter): the price of any wasm filter in V8. "
+                   "`passthrough-body` is the same module pausing for the whole request body, copying it into the VM "
+                   "and setting one header: what any picker that reads the body pays before scheduling anything. So "
+                   "`plugin` minus `passthrough-body` is what our parsing and scheduling cost. CPU per request: the Envoy "
                    "process's (and for `ext-proc` and `wis-epp` the picker's) user + system time over each run, divided by the "
                    "requests completed. wrk, the pods and the proxy share the machine's cores.", ""]
         report += overhead.table(o_rows) + ["", "![latency](overhead.svg)", ""]

@@ -144,6 +144,11 @@ def overhead_goals(rows: list[overhead.OverheadRow]) -> list[Goal]:
     if floor_n and plug_n and floor_n.rps:
         goals.append(goal(f"Envoy: plugin's req/s at {conns} connections ÷ floor", "≥ 0.92", plug_n.rps / floor_n.rps,
                           lambda v: v >= 0.92))
+    body_n = row("passthrough-body", conns)
+    if floor_n and body_n and floor_n.rps:
+        # Context, not a goal: what the same measure gives a filter that only reads the body.
+        goals.append(Goal(f"(context) body-reading pass-through's req/s at {conns} connections ÷ floor", "none",
+                          f"{body_n.rps / floor_n.rps:.2f}", None))
     return goals
 
 

@@ -8,6 +8,9 @@ pods. Proxies, each an Envoy with 2 workers routing to the same pods:
   passthrough-wasm  a proxy-wasm filter that does nothing (bench/passthrough-filter): the price of any
                     wasm filter in V8. It runs in render.py's `plugin` scenario with its own module in
                     place of the plugin's, so the two rows differ in the .wasm and nothing else
+  passthrough-body  the same module configured to pause for the whole request body, copy it into
+                    the VM and set one header: what any picker that reads the body pays before it
+                    schedules anything (Envoy buffering the body, the copy into V8)
   plugin            this project's filter with the scraper, as deployed
   ext-proc          an out-of-process ext_proc picker (bench/ext-proc-picker, round-robin, buffered
                     body): the bare hop, wired like GAIE's EPP
@@ -38,7 +41,7 @@ import stack as stack_mod  # noqa: E402
 from experiment import say  # noqa: E402
 
 # Rows in report order: the floor first.
-PROXIES = ("no-filter", "passthrough-wasm", "plugin", "ext-proc", "wis-epp")
+PROXIES = ("no-filter", "passthrough-wasm", "passthrough-body", "plugin", "ext-proc", "wis-epp")
 # Seconds of wrk per proxy and setting before the measured rounds (V8 tiers up, connections open).
 WARM_UP_S = 3
 
@@ -131,13 +134,16 @@ def start_proxies(stack: stack_mod.Stack, pool: list[str]) -> dict[str, Proxy]:
             ext_proc, ext_proc_pid = epp.grpc, epp.process.pid
         if proxy == "plugin":
             scraper = stack.start_scraper(pool)
-        if proxy == "passthrough-wasm":
+        plugin_config = None
+        if proxy.startswith("passthrough-"):
             wasm = Path(os.environ["WIS_PASSTHROUGH_WASM"])
-        # The pass-through module takes the plugin's place in the same scenario (its configuration
-        # string is ignored), so only the .wasm differs between the two rows.
-        scenario = "plugin" if proxy == "passthrough-wasm" else proxy
+            if proxy == "passthrough-body":
+                plugin_config = {"passthrough": {"readBody": True}}
+        # The pass-through module takes the plugin's place in the same scenario (it ignores the
+        # plugin's configuration but for its own mode), so only the .wasm differs between the rows.
+        scenario = "plugin" if proxy.startswith("passthrough-") else proxy
         envoy = stack.start_envoy(scenario, pool, scraper=scraper, ext_proc=ext_proc, wasm=wasm, workers=2,
-                                  access_log=False, name=f"envoy-{proxy}")
+                                  plugin_config=plugin_config, access_log=False, name=f"envoy-{proxy}")
         proxies[proxy] = Proxy(envoy, ext_proc_pid)
     return proxies
 
