@@ -27,6 +27,13 @@
 //! tokens, converted to blocks of bytes through the learned bytes-per-token ratio), else
 //! `lruCapacityPerServer` blocks, scaled by a correction learned from the pod's `cached_tokens`
 //! reports ([`PrefixIndex::correct`]). Memory is bounded by `maxTotalBlocks` across all endpoints.
+//!
+//! **Refresh**: LRU order is kept lazily, so a request costs its new blocks, not its whole prompt.
+//! An entry used fewer than a quarter of the endpoint's capacity uses ago is not moved again (it
+//! still has at least three quarters of its lifetime left). A follow-up turn names the prefix its
+//! pod already holds by the last block alone, and each entry carries a lower bound on the ticks of
+//! its whole chain, so a held chain whose other traffic since is under that quarter is skipped whole,
+//! however long it is; only a stale chain is walked back and refreshed, oldest block first.
 
 mod index;
 
