@@ -79,8 +79,6 @@ struct EndpointIndex {
     clock: u64,
     /// The capacity in blocks the last eviction enforced (0 until then: nothing is fresh).
     capacity: usize,
-    /// Scratch for walking a held chain back to its first block (kept to reuse its allocation).
-    walk: Vec<(u64, u64)>,
 }
 
 impl EndpointIndex {
@@ -116,7 +114,6 @@ impl EndpointIndex {
             zero_streak: Vec::new(),
             clock: 0,
             capacity: 0,
-            walk: Vec::new(),
         }
     }
 }
@@ -146,6 +143,9 @@ pub struct PrefixIndex {
     holders: HashMap<u64, Holders>,
     total: usize,
     live: usize,
+    /// Scratch for walking a held chain back to its first block: one for the whole index, kept to
+    /// reuse its allocation.
+    walk: Vec<(u64, u64)>,
 }
 
 /// Dense per-endpoint match counts for one request, reused across requests (no allocation in the
@@ -181,7 +181,7 @@ impl Matches {
 
 impl PrefixIndex {
     pub fn new(settings: PrefixSettings) -> Self {
-        Self { settings, endpoints: Vec::new(), holders: HashMap::new(), total: 0, live: 0 }
+        Self { settings, endpoints: Vec::new(), holders: HashMap::new(), total: 0, live: 0, walk: Vec::new() }
     }
 
     pub fn settings(&self) -> &PrefixSettings {
@@ -280,7 +280,7 @@ impl PrefixIndex {
         }
         // Walk back to the first block (or as far as the index holds the chain), then touch it
         // root first. The walk reuses one buffer, so the steady state allocates nothing.
-        let mut chain = std::mem::take(&mut index.walk);
+        let mut chain = std::mem::take(&mut self.walk);
         chain.clear();
         let mut at = anchor;
         while chain.len() < held as usize
@@ -295,9 +295,7 @@ impl PrefixIndex {
         for &(hash, parent) in chain.iter().rev() {
             self.touch(id, hash, parent);
         }
-        if let Some(Some(index)) = self.endpoints.get_mut(id.index()) {
-            index.walk = chain;
-        }
+        self.walk = chain;
         self.record_after(id, anchor, rest, bytes_per_token);
     }
 
@@ -325,7 +323,6 @@ impl PrefixIndex {
         if let Some(entry) = index.entries.get_mut(&hash)
             && clock.saturating_sub(entry.tick) < fresh_uses
         {
-            entry.parent = parent;
             entry.floor = parent_floor.map_or(entry.tick, |f| f.min(entry.tick));
             return;
         }
