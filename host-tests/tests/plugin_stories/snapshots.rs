@@ -45,6 +45,26 @@ fn a_malformed_or_reset_snapshot_answer_is_rejected_and_the_old_pool_kept() {
 }
 
 #[test]
+fn a_worker_routes_on_the_first_snapshot_before_its_own_tick_reads_it() {
+    // One worker wins the fetch lease on the first tick; the others ticked before the answer came
+    // back. A request reaching one of them before its next tick must not see an empty pool.
+    let pool = pods(2);
+    let envoy = wis::envoy().workers(3).plugin_config(wis::config_with_scraper(json!({}))).build().unwrap();
+    envoy.scraper_replies(wis::snapshot(1, envoy.now_ms(), &pool));
+    let ticked = TICK_MS + 5;
+    envoy.advance_ms(ticked);
+    assert_eq!(envoy.http_calls().len(), 1, "one worker fetched on the first tick");
+    for worker in 0..3 {
+        let r = send_chat(&envoy, worker, "sys", "hi");
+        assert!(
+            pool.iter().any(|p| p.address == r.primary()),
+            "worker {worker}, {ticked} ms in, routes on the snapshot another worker fetched: {:?}",
+            r.destinations()
+        );
+    }
+}
+
+#[test]
 fn the_scraper_is_asked_about_once_per_interval_whatever_the_number_of_workers() {
     let envoy = fleet(4, &pods(2), json!({}));
     let before = envoy.http_calls().len();

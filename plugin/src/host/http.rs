@@ -135,6 +135,7 @@ impl Filter {
     fn schedule(&mut self, vm: &mut Vm, api: ApiKind, body: &[u8]) -> Action {
         vm.sync_log();
         let started = abi::now_nanos().unwrap_or(0);
+        vm.refresh_before_first_snapshot(started / 1_000_000);
         let seed = started ^ u64::from(self.context_id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let ctx = SchedulingContext {
             now_ms: started / 1_000_000,

@@ -4,7 +4,9 @@
 //! tick a VM (1) tries to take the fetch lease and, if it wins, asks the scraper for the pool
 //! snapshot with `dispatch_http_call`; (2) re-reads the shared snapshot if its version changed;
 //! (3) applies new routing-log events. So the scraper is asked about once per interval whatever
-//! the number of workers, and every worker schedules on the same pool and the same memory.
+//! the number of workers, and every worker schedules on the same pool and the same memory. Until a
+//! VM holds its first snapshot, its requests also look for one in shared data (`Vm::refresh_before_first_snapshot`),
+//! so the workers that lost the first lease do not answer 503 until their next tick.
 
 use super::abi::{self, Buffer, LogLevel, Map};
 use super::http::Filter;

@@ -163,6 +163,16 @@ impl Vm {
         }
     }
 
+    /// Until this VM holds a snapshot, a request looks for one itself: the worker that won the
+    /// first fetch shares it at once, but the others would only read it on their next tick, and
+    /// meanwhile answer 503 on an empty pool. One shared-data read per request, only while no
+    /// snapshot has ever arrived.
+    pub fn refresh_before_first_snapshot(&mut self, now_ms: u64) {
+        if self.scraped.is_none() && self.config().pool.snapshot_cluster.is_some() {
+            self.refresh_snapshot(now_ms);
+        }
+    }
+
     /// Validates a snapshot the scraper served, shares it with every VM and installs it here.
     pub fn accept_fetched_snapshot(&mut self, body: &[u8]) -> Result<(), String> {
         let snapshot = PoolSnapshot::from_json(body).map_err(|e| e.to_string())?;
