@@ -5,7 +5,8 @@
 //!   workers must see the load at once); the events a request produces later (`Moved`, `Reported`,
 //!   `Released`) are deferred and ride on the next append, this worker's next decision or its next
 //!   tick, whichever comes first. So every worker has applied every event within one tick, and the
-//!   request path costs at most one append (three shared-data calls) per request.
+//!   request path costs at most one append per request: with the sync before the decision, one
+//!   shared-data read and two writes when one other worker appended since (see `crate::shared_log`).
 //! - **Same events, same order, same memory.** A replica applies its own events only in log order:
 //!   directly when nobody appended in between, else by reading the log back. What it applies is
 //!   what it encoded, decoded again, so a local apply and a remote one cannot differ; an event that

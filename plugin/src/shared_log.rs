@@ -9,16 +9,21 @@
 //! same memory.
 //!
 //! Layout, for a log named `P` with `S` slots (a fixed key space, so memory cannot grow):
-//! - `P/head`: the next sequence number to claim, u64 little-endian.
+//! - `P/head`: `[next u64 LE]`, the next sequence number to claim, followed by the latest record
+//!   `[next - 1 u64 LE][event bytes]` (absent before the first append).
 //! - `P/<i>` for `i` in `0..S`: `[seq u64 LE][event bytes]`, holding record `seq` with `seq % S == i`.
 //!
-//! Append: read `head` with its `cas`, claim `head` by writing `head + 1` with that `cas` (a stale
-//! `cas` means another worker claimed it first: read again and retry), then write the slot. The
-//! claim and the write happen in the same wasm callback, so the window in which a reader sees a
-//! claimed but unwritten slot is the time between two host calls. A reader that meets such a slot
-//! (its stored seq is older than expected) stops there and retries on its next read; if the slot is
-//! still unwritten after `stuck_reads_before_skip` attempts, the writer is presumed gone (its VM
-//! crashed between the two calls) and the record is skipped and counted as lost.
+//! Append: claim `head` by writing `head + 1` and the new record with the `cas` this VM last read
+//! the head with (its sync before the decision read it, so the usual append reads nothing); a stale
+//! `cas` means another worker appended since: read the head again and retry. Then write the slot,
+//! for readers more than one record behind. A reader one record behind (the common case: one other
+//! worker appended since this one's last request) finds that record in the head it reads anyway, so
+//! a request costs one shared-data read and two writes. The claim and the slot write happen in the
+//! same wasm callback, so the window in which a reader sees a claimed but unwritten slot is the
+//! time between two host calls. A reader that meets such a slot (its stored seq is older than
+//! expected) stops there and retries on its next read; if the slot is still unwritten after
+//! `stuck_reads_before_skip` attempts, the writer is presumed gone (its VM crashed between the two
+//! calls) and the record is skipped and counted as lost.
 //!
 //! A reader more than `S` records behind has lost the oldest ones (they were overwritten); it jumps
 //! to the oldest record still present and counts the loss. A lost routing event costs one
@@ -107,6 +112,9 @@ pub struct SharedLog {
     cursor: u64,
     stuck_at: Option<(u64, u32)>,
     stuck_reads_before_skip: u32,
+    /// The head as this VM last read it, `(next, cas)`: the next append claims with it instead of
+    /// reading the head again (a stale one fails the compare-and-swap, which is then a re-read).
+    claim_hint: Option<(u64, u32)>,
 }
 
 impl SharedLog {
@@ -120,6 +128,7 @@ impl SharedLog {
             cursor: 0,
             stuck_at: None,
             stuck_reads_before_skip: stuck_reads_before_skip.max(1),
+            claim_hint: None,
         }
     }
 
@@ -128,7 +137,11 @@ impl SharedLog {
     /// keeps start-up cheap. Returns the head.
     pub fn open(&mut self, store: &dyn SharedStore) -> Result<u64, StoreError> {
         let head = match store.get(&self.head_key)? {
-            Some((bytes, _)) => decode_u64(&bytes).unwrap_or(0),
+            Some((bytes, cas)) => {
+                let head = decode_u64(&bytes).unwrap_or(0);
+                self.claim_hint = Some((head, cas));
+                head
+            }
             None => {
                 // Two VMs may race here at start-up; both write 0, which is the same value.
                 store.set(&self.head_key, &0u64.to_le_bytes(), None)?;
@@ -142,24 +155,34 @@ impl SharedLog {
     }
 
     /// Appends one event. Returns its sequence number.
-    pub fn append(&self, store: &dyn SharedStore, event: &[u8]) -> Result<u64, AppendError> {
+    ///
+    /// Once the claim succeeded the record is in the log (in the head), so a failing slot write
+    /// does not fail the append: readers one record behind still get it from the head, and a
+    /// reader further behind skips the unwritten slot and counts it lost.
+    pub fn append(&mut self, store: &dyn SharedStore, event: &[u8]) -> Result<u64, AppendError> {
         if event.len() > MAX_EVENT_BYTES {
             return Err(AppendError::TooLarge { bytes: event.len() });
         }
+        let mut hint = self.claim_hint.take();
+        let mut value = Vec::with_capacity(16 + event.len());
         for _ in 0..MAX_CLAIM_ATTEMPTS {
-            let (head, cas) = match store.get(&self.head_key).map_err(AppendError::Store)? {
-                Some((bytes, cas)) => (decode_u64(&bytes).unwrap_or(0), Some(cas)),
-                None => (0, None),
+            let (head, cas) = match hint.take() {
+                Some((head, cas)) => (head, Some(cas)),
+                None => match store.get(&self.head_key).map_err(AppendError::Store)? {
+                    Some((bytes, cas)) => (decode_u64(&bytes).unwrap_or(0), Some(cas)),
+                    None => (0, None),
+                },
             };
-            match store.set(&self.head_key, &(head + 1).to_le_bytes(), cas) {
+            value.clear();
+            value.extend_from_slice(&(head + 1).to_le_bytes());
+            value.extend_from_slice(&head.to_le_bytes());
+            value.extend_from_slice(event);
+            match store.set(&self.head_key, &value, cas) {
                 Ok(()) => {}
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(AppendError::Store(e)),
             }
-            let mut record = Vec::with_capacity(8 + event.len());
-            record.extend_from_slice(&head.to_le_bytes());
-            record.extend_from_slice(event);
-            store.set(&self.slot_key(head), &record, None).map_err(AppendError::Store)?;
+            let _ = store.set(&self.slot_key(head), &value[8..], None);
             return Ok(head);
         }
         Err(AppendError::Contended { attempts: MAX_CLAIM_ATTEMPTS })
@@ -173,10 +196,13 @@ impl SharedLog {
         mut apply: impl FnMut(u64, &[u8]),
     ) -> Result<ReadOutcome, StoreError> {
         let mut outcome = ReadOutcome::default();
-        let head = match store.get(&self.head_key)? {
-            Some((bytes, _)) => decode_u64(&bytes).unwrap_or(0),
-            None => return Ok(outcome),
-        };
+        let Some((head_value, cas)) = store.get(&self.head_key)? else { return Ok(outcome) };
+        let head = decode_u64(&head_value).unwrap_or(0);
+        self.claim_hint = Some((head, cas));
+        // The latest record, carried by the head (see the module docs).
+        let latest = head_value
+            .get(8..)
+            .and_then(|record| decode_u64(record).filter(|&seq| seq + 1 == head).map(|_| &record[8..]));
         if head < self.cursor {
             // The store was reset under us (a host that restarted its shared data); start over.
             self.cursor = head;
@@ -192,6 +218,15 @@ impl SharedLog {
                 break;
             }
             let seq = self.cursor;
+            if seq + 1 == head
+                && let Some(event) = latest
+            {
+                apply(seq, event);
+                outcome.applied += 1;
+                self.cursor += 1;
+                self.stuck_at = None;
+                continue;
+            }
             let slot = store.get(&self.slot_key(seq))?;
             let stored = slot.as_ref().and_then(|(bytes, _)| decode_u64(bytes).map(|s| (s, &bytes[8..])));
             match stored {
@@ -380,7 +415,7 @@ mod tests {
         reader.open(&store).unwrap();
         // A writer that claimed seq 0 and died before writing its slot.
         store.set("l/head", &1u64.to_le_bytes(), None).unwrap();
-        let writer = SharedLog::new("l", 8, 3);
+        let mut writer = SharedLog::new("l", 8, 3);
         writer.append(&store, b"after").unwrap();
         let (seen, outcome) = collect(&mut reader, &store);
         assert!(seen.is_empty());
@@ -420,7 +455,7 @@ mod tests {
             if key.ends_with("/head") && cas.is_some() && self.lose_next.get() > 0 {
                 self.lose_next.set(self.lose_next.get() - 1);
                 // The competitor claims the head and writes its slot first.
-                let competitor = SharedLog::new("l", 8, 3);
+                let mut competitor = SharedLog::new("l", 8, 3);
                 competitor.append(&self.inner, b"competitor").map_err(|_| StoreError::Host("competitor".into()))?;
                 return Err(StoreError::CasMismatch);
             }
@@ -446,6 +481,106 @@ mod tests {
         assert_eq!(log.append(&store, b"mine"), Err(AppendError::Contended { attempts: MAX_CLAIM_ATTEMPTS }));
     }
 
+    /// Counts calls, and can refuse every slot write (a host failing the call after the claim).
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemoryStore,
+        gets: std::cell::Cell<u32>,
+        sets: std::cell::Cell<u32>,
+        refuse_slots: std::cell::Cell<bool>,
+    }
+
+    impl SharedStore for CountingStore {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.gets.set(self.gets.get() + 1);
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.sets.set(self.sets.get() + 1);
+            if self.refuse_slots.get() && !key.ends_with("/head") {
+                return Err(StoreError::Host("refused".into()));
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    impl CountingStore {
+        fn calls(&self) -> (u32, u32) {
+            let calls = (self.gets.get(), self.sets.get());
+            self.gets.set(0);
+            self.sets.set(0);
+            calls
+        }
+    }
+
+    #[test]
+    fn a_request_costs_one_read_and_two_writes_when_one_other_worker_appended() {
+        let store = CountingStore::default();
+        let mut a = SharedLog::new("l", 8, 3);
+        let mut b = SharedLog::new("l", 8, 3);
+        a.open(&store).unwrap();
+        b.open(&store).unwrap();
+        for i in 0..5u8 {
+            let theirs = b.append(&store, &[b'b', i]).unwrap();
+            assert!(b.advance_past_own(theirs));
+            store.calls();
+            // a's request: sync (b's record is in the head), then append with the sync's cas.
+            let (seen, _) = collect(&mut a, &store);
+            assert_eq!(seen, vec![vec![b'b', i]]);
+            let seq = a.append(&store, &[b'a', i]).unwrap();
+            assert!(a.advance_past_own(seq));
+            assert_eq!(store.calls(), (1, 2), "round {i}: (reads, writes)");
+            // b reads a's record from the head as well, and b's next append claims with that read.
+            assert_eq!(collect(&mut b, &store).0, vec![vec![b'a', i]]);
+        }
+    }
+
+    #[test]
+    fn a_claim_hint_gone_stale_retries_and_loses_nothing() {
+        let store = CountingStore::default();
+        let mut a = SharedLog::new("l", 8, 3);
+        let mut b = SharedLog::new("l", 8, 3);
+        a.open(&store).unwrap();
+        b.open(&store).unwrap();
+        collect(&mut a, &store);
+        // b appends twice after a read the head: a's hint is stale.
+        b.append(&store, b"b1").unwrap();
+        b.append(&store, b"b2").unwrap();
+        let mine = a.append(&store, b"a1").unwrap();
+        assert_eq!(mine, 2, "claimed after b's records, not over them");
+        assert!(!a.advance_past_own(mine));
+        assert_eq!(collect(&mut a, &store).0, vec![b"b1".to_vec(), b"b2".to_vec(), b"a1".to_vec()]);
+        assert_eq!(collect(&mut b, &store).0, vec![b"b1".to_vec(), b"b2".to_vec(), b"a1".to_vec()]);
+    }
+
+    #[test]
+    fn a_record_whose_slot_write_failed_still_reaches_a_reader_one_behind() {
+        let store = CountingStore::default();
+        let mut writer = SharedLog::new("l", 8, 3);
+        let mut near = SharedLog::new("l", 8, 3);
+        let mut far = SharedLog::new("l", 8, 3);
+        for log in [&mut writer, &mut near, &mut far] {
+            log.open(&store).unwrap();
+        }
+        writer.append(&store, b"w0").unwrap();
+        collect(&mut near, &store);
+        store.refuse_slots.set(true);
+        assert_eq!(writer.append(&store, b"w1"), Ok(1), "the claim succeeded: the record is logged");
+        store.refuse_slots.set(false);
+        assert_eq!(collect(&mut near, &store).0, vec![b"w1".to_vec()], "from the head");
+        writer.append(&store, b"w2").unwrap();
+        // far is three behind: w0 from its slot, w1's slot was never written, w2 from the head.
+        let mut seen = Vec::new();
+        let mut lost = 0;
+        for _ in 0..3 {
+            let (events, outcome) = collect(&mut far, &store);
+            seen.extend(events);
+            lost += outcome.lost;
+        }
+        assert_eq!(seen, vec![b"w0".to_vec(), b"w2".to_vec()]);
+        assert_eq!(lost, 1, "the unwritten slot is counted lost");
+    }
+
     #[test]
     fn footprint_is_fixed_by_the_slot_count() {
         let store = MemoryStore::default();
@@ -455,13 +590,14 @@ mod tests {
             log.append(&store, &i.to_le_bytes()).unwrap();
         }
         assert_eq!(store.key_count() as u64, log.key_count());
-        assert_eq!(store.value_bytes(), 8 + 32 * (8 + 4));
+        // The head: next seq and the latest record; each slot: seq and event.
+        assert_eq!(store.value_bytes(), 8 + (8 + 4) + 32 * (8 + 4));
     }
 
     #[test]
     fn oversized_events_are_refused() {
         let store = MemoryStore::default();
-        let log = SharedLog::new("l", 8, 3);
+        let mut log = SharedLog::new("l", 8, 3);
         assert_eq!(
             log.append(&store, &vec![0; MAX_EVENT_BYTES + 1]),
             Err(AppendError::TooLarge { bytes: MAX_EVENT_BYTES + 1 })
