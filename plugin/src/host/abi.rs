@@ -331,21 +331,59 @@ fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 /// Inverse of [`serialize_map`]; malformed input yields the pairs read so far, never a panic.
 fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
-    let read_u32 = |at: usize| -> Option<usize> {
-        bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+    serialized_pairs(bytes)
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+/// The pairs of a serialized header map, borrowed: `[count u32][(key len u32, value len u32)...]`
+/// then each key and value NUL-terminated. A truncated map ends the iteration.
+fn serialized_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let read_u32 = move |at: usize| -> Option<usize> {
+        bytes
+            .get(at..at.checked_add(4)?)
+            .and_then(|b| b.try_into().ok())
+            .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
     };
-    let Some(count) = read_u32(0) else { return Vec::new() };
-    let mut pairs = Vec::with_capacity(count.min(64));
-    let mut data_at = 4 + count.saturating_mul(8);
-    for i in 0..count {
-        let (Some(klen), Some(vlen)) = (read_u32(4 + i * 8), read_u32(8 + i * 8)) else { break };
-        let key = bytes.get(data_at..data_at + klen);
-        let value = bytes.get(data_at + klen + 1..data_at + klen + 1 + vlen);
-        let (Some(key), Some(value)) = (key, value) else { break };
-        pairs.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
-        data_at += klen + vlen + 2;
+    let count = read_u32(0).unwrap_or(0);
+    let mut data_at = count.saturating_mul(8).saturating_add(4);
+    (0..count).map_while(move |i| {
+        let (klen, vlen) = (read_u32(4 + i * 8)?, read_u32(8 + i * 8)?);
+        let key = bytes.get(data_at..data_at.checked_add(klen)?)?;
+        let value_at = data_at + klen + 1;
+        let value = bytes.get(value_at..value_at.checked_add(vlen)?)?;
+        data_at = value_at + vlen + 1;
+        Some((key, value))
+    })
+}
+
+/// A whole header map read in one host call, for callbacks that need several of its headers.
+pub struct HeaderSnapshot(Vec<u8>);
+
+impl HeaderSnapshot {
+    /// The first value of `name` (compared ignoring ASCII case, as Envoy's lookups do).
+    pub fn get(&self, name: &str) -> Option<String> {
+        serialized_pairs(&self.0)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
-    pairs
+
+    pub fn contains(&self, name: &str) -> bool {
+        serialized_pairs(&self.0).any(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Every header of `map`, in one call (instead of one `get_header` per name).
+pub fn get_header_snapshot(map: Map) -> HostResult<HeaderSnapshot> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: valid out pointers.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(HeaderSnapshot(unsafe { take_buffer(data, size) }.unwrap_or_default())),
+        STATUS_NOT_FOUND => Ok(HeaderSnapshot(Vec::new())),
+        status => Err(HostError { call: "proxy_get_header_map_pairs", status }),
+    }
 }
 
 /// Property paths are their segments joined by NUL.

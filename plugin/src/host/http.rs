@@ -65,17 +65,26 @@ impl Filter {
     }
 
     fn on_headers(&mut self, vm: &mut Vm, end_of_stream: bool) -> Action {
-        // A client must never choose its pod: strip the destination before anything else.
-        if let Err(e) = abi::remove_header(Map::RequestHeaders, &vm.config().headers.destination) {
+        // Every header this callback needs, in one host call.
+        let headers = abi::get_header_snapshot(Map::RequestHeaders);
+        if let Err(e) = &headers {
+            abi::log(LogLevel::Error, &format!("wis: could not read the request headers: {e}"));
+        }
+        let header = |name: &str| headers.as_ref().ok().and_then(|h| h.get(name));
+        // A client must never choose its pod: strip the destination before anything else (and when
+        // the headers could not be read, strip it blindly).
+        let destination = &vm.config().headers.destination;
+        if headers.as_ref().map_or(true, |h| h.contains(destination))
+            && let Err(e) = abi::remove_header(Map::RequestHeaders, destination)
+        {
             abi::log(LogLevel::Error, &format!("wis: could not strip a client-supplied destination: {e}"));
         }
-        let path = abi::get_header(Map::RequestHeaders, ":path").ok().flatten().unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
         self.api = ApiKind::from_path(&path, vm.config());
         if self.api.is_none() {
             vm.stats(|s| s.fixed.passthrough.inc());
             return Action::Continue;
         }
-        let header = |name: &str| abi::get_header(Map::RequestHeaders, name).ok().flatten();
         let session = vm.director.issues_session_tokens();
         let names = &vm.config().headers;
         self.headers = RequestHeaders {
