@@ -176,7 +176,8 @@ impl Filter {
 
     fn on_response_headers(&mut self, vm: &mut Vm) {
         let Some(routed) = &mut self.routed else { return };
-        let now = abi::now_ms().unwrap_or(0);
+        // The time only when something here needs it (a load report, a session token).
+        let now = || abi::now_ms().unwrap_or(0);
         // The endpoint that actually answered; a retry past a dead primary names a fallback.
         if let Some(served) = abi::get_property(&["upstream", "address"]).ok().flatten()
             && let Some(moved) = routed.flight.served_by(&String::from_utf8_lossy(&served), &vm.pool)
@@ -187,10 +188,12 @@ impl Filter {
         if let Ok(Some(report)) = abi::get_header(Map::ResponseHeaders, ORCA_HEADER) {
             let load = feedback::parse_orca(&report);
             if !load.is_empty() {
-                vm.pool.apply_orca(routed.flight.endpoint(), &load, now);
+                vm.pool.apply_orca(routed.flight.endpoint(), &load, now());
             }
         }
-        if let Some(token) = vm.director.session_token(routed.flight.endpoint(), now) {
+        if vm.director.issues_session_tokens()
+            && let Some(token) = vm.director.session_token(routed.flight.endpoint(), now())
+        {
             let _ = abi::set_header(Map::ResponseHeaders, &vm.config().headers.session, &token);
             vm.stats(|s| s.fixed.session_issued.inc());
         }
