@@ -41,7 +41,10 @@ import stack as stack_mod  # noqa: E402
 from experiment import say  # noqa: E402
 
 # Rows in report order: the floor first.
-PROXIES = ("no-filter", "passthrough-wasm", "passthrough-body", "plugin", "ext-proc", "wis-epp")
+PROXIES = ("no-filter", "passthrough-wasm", "passthrough-body", "plugin", "plugin-compare", "ext-proc", "wis-epp")
+# Another build of the plugin to measure against this one in the same rounds (an A/B of a change
+# on one machine): its .wasm path. Without it there is no `plugin-compare` row.
+COMPARE_WASM_ENV = "WIS_OVERHEAD_COMPARE_WASM"
 # Seconds of wrk per proxy and setting before the measured rounds (V8 tiers up, connections open).
 WARM_UP_S = 3
 
@@ -120,7 +123,10 @@ class Proxy:
 
 def start_proxies(stack: stack_mod.Stack, pool: list[str]) -> dict[str, Proxy]:
     proxies: dict[str, Proxy] = {}
+    compare_wasm = os.environ.get(COMPARE_WASM_ENV)
     for proxy in PROXIES:
+        if proxy == "plugin-compare" and not compare_wasm:
+            continue
         ext_proc, ext_proc_pid, scraper, wasm = None, None, None, None
         if proxy == "ext-proc":
             ext_proc = f"127.0.0.1:{stack_mod.free_port()}"
@@ -132,8 +138,10 @@ def start_proxies(stack: stack_mod.Stack, pool: list[str]) -> dict[str, Proxy]:
         if proxy == "wis-epp":
             epp = stack.start_epp(pool)
             ext_proc, ext_proc_pid = epp.grpc, epp.process.pid
-        if proxy == "plugin":
+        if proxy in ("plugin", "plugin-compare"):
             scraper = stack.start_scraper(pool)
+        if proxy == "plugin-compare":
+            wasm = Path(compare_wasm)
         plugin_config = None
         if proxy.startswith("passthrough-"):
             wasm = Path(os.environ["WIS_PASSTHROUGH_WASM"])
@@ -141,7 +149,7 @@ def start_proxies(stack: stack_mod.Stack, pool: list[str]) -> dict[str, Proxy]:
                 plugin_config = {"passthrough": {"readBody": True}}
         # The pass-through module takes the plugin's place in the same scenario (it ignores the
         # plugin's configuration but for its own mode), so only the .wasm differs between the rows.
-        scenario = "plugin" if proxy.startswith("passthrough-") else proxy
+        scenario = "plugin" if proxy.startswith(("passthrough-", "plugin-")) else proxy
         envoy = stack.start_envoy(scenario, pool, scraper=scraper, ext_proc=ext_proc, wasm=wasm, workers=2,
                                   plugin_config=plugin_config, access_log=False, name=f"envoy-{proxy}")
         proxies[proxy] = Proxy(envoy, ext_proc_pid)
