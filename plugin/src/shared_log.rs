@@ -337,6 +337,15 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
+    /// Two VMs' handles on the log `name`, both opened.
+    fn two_opened(store: &dyn SharedStore, name: &str, slots: u32) -> (SharedLog, SharedLog) {
+        let mut a = SharedLog::new(name, slots, 3);
+        let mut b = SharedLog::new(name, slots, 3);
+        a.open(store).unwrap();
+        b.open(store).unwrap();
+        (a, b)
+    }
+
     fn collect(log: &mut SharedLog, store: &dyn SharedStore) -> (Vec<Vec<u8>>, ReadOutcome) {
         let mut seen = Vec::new();
         let outcome = log.read_new(store, u64::MAX, |_, e| seen.push(e.to_vec())).unwrap();
@@ -346,10 +355,7 @@ mod tests {
     #[test]
     fn two_workers_see_every_event_in_the_same_order() {
         let store = MemoryStore::default();
-        let mut a = SharedLog::new("wis/log", 64, 3);
-        let mut b = SharedLog::new("wis/log", 64, 3);
-        a.open(&store).unwrap();
-        b.open(&store).unwrap();
+        let (mut a, mut b) = two_opened(&store, "wis/log", 64);
         a.append(&store, b"a1").unwrap();
         b.append(&store, b"b1").unwrap();
         a.append(&store, b"a2").unwrap();
@@ -364,10 +370,7 @@ mod tests {
     #[test]
     fn an_own_append_is_applied_directly_only_when_it_is_next_in_order() {
         let store = MemoryStore::default();
-        let mut a = SharedLog::new("l", 8, 3);
-        let mut b = SharedLog::new("l", 8, 3);
-        a.open(&store).unwrap();
-        b.open(&store).unwrap();
+        let (mut a, mut b) = two_opened(&store, "l", 8);
         let seq = a.append(&store, b"a1").unwrap();
         assert!(a.advance_past_own(seq), "nothing in between: apply directly");
         let other = b.append(&store, b"b1").unwrap();
@@ -395,10 +398,7 @@ mod tests {
     #[test]
     fn a_reader_that_falls_a_lap_behind_counts_the_loss_and_continues() {
         let store = MemoryStore::default();
-        let mut writer = SharedLog::new("l", 4, 3);
-        let mut reader = SharedLog::new("l", 4, 3);
-        writer.open(&store).unwrap();
-        reader.open(&store).unwrap();
+        let (mut writer, mut reader) = two_opened(&store, "l", 4);
         for i in 0..10u8 {
             writer.append(&store, &[i]).unwrap();
         }
@@ -516,10 +516,7 @@ mod tests {
     #[test]
     fn a_request_costs_one_read_and_two_writes_when_one_other_worker_appended() {
         let store = CountingStore::default();
-        let mut a = SharedLog::new("l", 8, 3);
-        let mut b = SharedLog::new("l", 8, 3);
-        a.open(&store).unwrap();
-        b.open(&store).unwrap();
+        let (mut a, mut b) = two_opened(&store, "l", 8);
         for i in 0..5u8 {
             let theirs = b.append(&store, &[b'b', i]).unwrap();
             assert!(b.advance_past_own(theirs));
@@ -538,10 +535,7 @@ mod tests {
     #[test]
     fn a_claim_hint_gone_stale_retries_and_loses_nothing() {
         let store = CountingStore::default();
-        let mut a = SharedLog::new("l", 8, 3);
-        let mut b = SharedLog::new("l", 8, 3);
-        a.open(&store).unwrap();
-        b.open(&store).unwrap();
+        let (mut a, mut b) = two_opened(&store, "l", 8);
         collect(&mut a, &store);
         // b appends twice after a read the head: a's hint is stale.
         b.append(&store, b"b1").unwrap();
