@@ -416,4 +416,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status, 503);
     }
+
+    #[test]
+    fn the_configurations_the_manifests_ship_are_accepted_and_route() {
+        let shipped: [(&str, &[u8]); 2] = [
+            ("envoy-gateway", include_bytes!("../../manifests/components/envoy-gateway/plugin-config.json")),
+            ("epp", include_bytes!("../../manifests/components/epp/epp-config.json")),
+        ];
+        let body = serde_json::json!({"model": "Qwen/Qwen3-0.6B", "messages": [{"role": "user", "content": "hi"}]});
+        for (name, json) in shipped {
+            let config = PluginConfig::from_json(json).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let director = Director::new(config).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut memory = RoutingMemory::new(director.config());
+            let pool = pool_of(&mut memory, &director, 2);
+            let routed = director
+                .route(ApiKind::ChatCompletions, body.to_string().as_bytes(), &Default::default(), &ctx(&pool, &memory))
+                .unwrap_or_else(|e| panic!("{name}: {}", e.status));
+            assert!(routed.destination.starts_with("10.0.0."), "{name}: {}", routed.destination);
+        }
+    }
 }
