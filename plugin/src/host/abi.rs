@@ -225,19 +225,6 @@ pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
     if status == STATUS_NOT_FOUND { Ok(()) } else { check("proxy_remove_header_map_value", status) }
 }
 
-/// All pairs of a header map (used for the snapshot call's response, which is small).
-pub fn get_header_pairs(map: Map) -> HostResult<Vec<(String, String)>> {
-    let mut data = null_mut();
-    let mut size = 0usize;
-    // SAFETY: valid out pointers.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    match status {
-        STATUS_OK => Ok(unsafe { take_buffer(data, size) }.map(|b| deserialize_map(&b)).unwrap_or_default()),
-        STATUS_NOT_FOUND => Ok(Vec::new()),
-        status => Err(HostError { call: "proxy_get_header_map_pairs", status }),
-    }
-}
-
 pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     let encoded = serialize_path(path);
     let mut data = null_mut();
@@ -329,15 +316,8 @@ fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Inverse of [`serialize_map`]; malformed input yields the pairs read so far, never a panic.
-fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
-    serialized_pairs(bytes)
-        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
-        .collect()
-}
-
-/// The pairs of a serialized header map, borrowed: `[count u32][(key len u32, value len u32)...]`
-/// then each key and value NUL-terminated. A truncated map ends the iteration.
+/// Inverse of [`serialize_map`], borrowed: `[count u32][(key len u32, value len u32)...]` then each
+/// key and value NUL-terminated. Malformed input yields the pairs read so far, never a panic.
 fn serialized_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let read_u32 = move |at: usize| -> Option<usize> {
         bytes
@@ -357,7 +337,7 @@ fn serialized_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-/// A whole header map read in one host call, for callbacks that need several of its headers.
+/// A whole header map, read in one host call.
 pub struct HeaderSnapshot(Vec<u8>);
 
 impl HeaderSnapshot {

@@ -124,9 +124,9 @@ impl Context for Root {
             vm.fetch_in_flight = None;
         }
         let now = abi::now_ms().unwrap_or(0);
-        let status = abi::get_header_pairs(Map::HttpCallResponseHeaders)
+        let status = abi::get_header_snapshot(Map::HttpCallResponseHeaders)
             .ok()
-            .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == ":status").map(|(_, v)| v))
+            .and_then(|headers| headers.get(":status"))
             .unwrap_or_default();
         let outcome = if status != "200" {
             Err(format!(
